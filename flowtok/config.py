@@ -1,0 +1,334 @@
+"""Configuration: nested dataclasses, YAML presets shipped in the package, and `a.b=value` overrides.
+
+A resolved config is plain data: it round-trips through ``to_dict`` / ``from_dict`` exactly, so a
+model folder's ``config.json`` rebuilds the model that wrote it (the nanoGPT / diffusers habit).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flowtok.errors import ConfigError
+
+CONFIG_VERSION = 1  # bump when a field changes meaning; newer files are refused with a message
+
+
+@dataclass
+class TokenizerConfig:
+    """The 1D image tokenizer (TA-TiTok style, continuous): image <-> K x C latent tokens."""
+
+    image_size: int = 32  # square input/output resolution in pixels
+    patch_size: int = 4  # ViT patch side; the grid is (image_size / patch_size)^2 tokens
+    num_latent_tokens: int = 16  # K: must equal the text side's K
+    token_channels: int = 8  # C: channels per latent token
+    enc_width: int = 128
+    enc_depth: int = 4
+    enc_heads: int = 4
+    dec_width: int = 128
+    dec_depth: int = 4
+    dec_heads: int = 4
+    mlp_ratio: float = 4.0  # SwiGLU hidden = 2/3 * mlp_ratio * width (paper)
+    rope_theta: float = 10000.0  # 2D axial RoPE on image positions only
+    logvar_clamp: tuple[float, float] = (-30.0, 20.0)
+    conv_refine: bool = True  # 3x3 conv after unpatchify (paper); cleans patch seams
+    text_guidance: bool = False  # text-aware decoder (paper): decoder also sees text tokens
+    text_dim: int = 384  # feature width of the guiding text encoder
+    scale_factor: float = 1.0  # latents are multiplied by this before the flow model
+
+
+@dataclass
+class TextConfig:
+    """Text side: frozen encoder -> variational projector (z_text, K x C) and caption decoder."""
+
+    encoder: str = "minilm"  # minilm | clip | tiny
+    encoder_path: str | None = None  # local folder or hub id for `clip` (never a silent download)
+    feature_dim: int = 384  # D of the encoder's per-token output
+    proj_depth: int = 2
+    proj_width: int = 256
+    proj_heads: int = 4
+    proj_ffn: int = 512
+    proj_dropout: float = 0.1
+    kl_weight: float = 1e-4  # gamma_1 (paper)
+    align_weight: float = 1.0  # gamma_2 (paper); 0 for image-to-text
+    align_hidden: int = 512  # MLP 768->512->512->C in the paper
+    decoder_depth: int = 2  # caption decoder blocks (paper: 6)
+    decoder_width: int = 256
+    decoder_heads: int = 4
+
+
+@dataclass
+class FlowConfig:
+    """Flow transformer (DiT blocks with adaLN-Zero) and its sampler defaults."""
+
+    depth: int = 6
+    width: int = 384
+    heads: int = 6
+    mlp_ratio: float = 4.0
+    sigma_min: float = 1e-5  # x_t = (1 - (1 - sigma) t) x0 + t x1
+    timestep_sampling: str = "uniform"  # uniform (paper) | logit_normal (reference code)
+    null_prob: float = 0.1  # CFG indicator: share of null (mismatched) samples
+    guidance: float = 2.0  # default CFG scale s in v = v_u + s (v_c - v_u)
+    steps: int = 20  # default Euler steps
+    normalize_latents: bool = False  # per-channel latent normalisation (stats stored in model)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by every trainer (tokenizer, flow, captioner)."""
+
+    batch_size: int = 64
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup_steps: int = 100
+    max_steps: int = 2000
+    schedule: str = "cosine"  # cosine | constant
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999  # 0 disables EMA
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    seed: int = 0
+    log_every: int = 50
+    eval_every: int = 500
+    ckpt_every: int = 500
+    keep_checkpoints: int = 2
+    num_workers: int = 0
+    gan_weight: float = 0.0  # PatchGAN hinge weight (tokenizer); 0 disables
+    gan_start: int = 0  # step at which the GAN loss switches on
+    kl_weight: float = 1e-4  # tokenizer posterior KL weight
+
+
+@dataclass
+class FlowTokConfig:
+    """Everything a model folder needs to rebuild itself, plus how it was trained."""
+
+    name: str = "shapes"
+    version: int = CONFIG_VERSION
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    train_tokenizer: TrainConfig = field(default_factory=TrainConfig)
+    train_flow: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def K(self) -> int:  # noqa: N802 - the paper's symbol
+        return self.tokenizer.num_latent_tokens
+
+    @property
+    def C(self) -> int:  # noqa: N802 - the paper's symbol
+        return self.tokenizer.token_channels
+
+
+# ----------------------------------------------------------------------------- dict <-> dataclass
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Dataclass -> plain dict (tuples become lists, as JSON/YAML would store them)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert a YAML/JSON value to the field's declared type, or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str, float)):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        try:
+            f = float(value)
+        except ValueError as e:
+            raise ConfigError(f"{where}: expected an integer, got {value!r}") from e
+        if f != int(f):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return int(f)
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from e
+    if tp is str:
+        if not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
+    """Build dataclass ``cls`` from a dict; unknown keys are errors, missing keys take defaults."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}"
+        )
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+# ----------------------------------------------------------------------------- presets and files
+
+
+def preset_names() -> list[str]:
+    """Names of the YAML presets shipped inside the package."""
+    folder = resources.files("flowtok") / "presets"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(text: str, where: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML ({e.__class__.__name__})") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_preset(name: str) -> FlowTokConfig:
+    """Return the named preset (tiny, shapes, emoji64, B, XL, H)."""
+    names = preset_names()
+    if name not in names:
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(names)}")
+    text = (resources.files("flowtok") / "presets" / f"{name}.yaml").read_text()
+    data = _read_yaml(text, f"preset {name}")
+    return config_from_dict(data, f"preset {name}")
+
+
+def config_from_dict(data: dict[str, Any], where: str = "config") -> FlowTokConfig:
+    """Build a FlowTokConfig; a file written by a newer flowtok is refused, not misread."""
+    version = data.get("version", CONFIG_VERSION)
+    if isinstance(version, int) and version > CONFIG_VERSION:
+        raise ConfigError(
+            f"{where}: written by a newer flowtok (config version {version} > {CONFIG_VERSION}); "
+            "upgrade flowtok to read it"
+        )
+    return from_dict(FlowTokConfig, data, where)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``a.b=value``; the value is read as YAML (so 1e-3, true, [1, 2] work)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key.path=value")
+    key, raw = text.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return path, value
+
+
+def apply_overrides(cfg: FlowTokConfig, overrides: list[str]) -> FlowTokConfig:
+    """Return a new config with each ``a.b=value`` applied and type-checked."""
+    data = to_dict(cfg)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for i, part in enumerate(path[:-1]):
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"override {text!r}: {'.'.join(path[: i + 1])} is not a section")
+            node = node[part]
+        if path[-1] not in node:
+            raise ConfigError(
+                f"override {text!r}: unknown key {'.'.join(path)}; "
+                f"valid keys here: {', '.join(sorted(node))}"
+            )
+        if isinstance(node[path[-1]], dict):
+            raise ConfigError(f"override {text!r}: {'.'.join(path)} is a section, not a value")
+        node[path[-1]] = value
+    return config_from_dict(data, "overrides")
+
+
+def resolve_config(
+    preset: str | None = None, config_file: str | os.PathLike | None = None,
+    overrides: list[str] | None = None,
+) -> FlowTokConfig:
+    """Preset (default ``shapes``) <- YAML file (partial, deep-merged) <- ``--set`` overrides."""
+    data = to_dict(load_preset(preset or "shapes"))
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found; pass an existing YAML file")
+        data = _deep_merge(data, _read_yaml(path.read_text(), str(path)))
+    cfg = config_from_dict(data, str(config_file) if config_file else "config")
+    return apply_overrides(cfg, overrides or [])
+
+
+def save_config(cfg: Any, path: str | os.PathLike) -> Path:
+    """Write a config as JSON (or YAML for a .yaml path) atomically: temp file, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg
+    text = (
+        yaml.safe_dump(data, sort_keys=False)
+        if path.suffix in (".yaml", ".yml")
+        else json.dumps(data, indent=2) + "\n"
+    )
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_config(path: str | os.PathLike) -> FlowTokConfig:
+    """Read a config.json / .yaml written by ``save_config``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config not found")
+    text = path.read_text()
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e.msg})") from e
+    else:
+        data = _read_yaml(text, str(path))
+    return config_from_dict(data, str(path))

@@ -1,0 +1,25 @@
+"""Option aliases shared by every command (defined once, as the typer docs suggest)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+PresetOpt = Annotated[
+    Optional[str], typer.Option("--preset", "-p", help="Preset name: tiny, shapes, emoji64, B, XL, H.")
+]
+ConfigOpt = Annotated[
+    Optional[Path], typer.Option("--config", "-c", help="YAML file merged over the preset.")
+]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", help="Override one field, e.g. --set flow.depth=8 (repeatable)."),
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
+DeviceOpt = Annotated[
+    Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 … (default: cuda if available).")
+]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
