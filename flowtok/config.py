@@ -61,6 +61,7 @@ class TextConfig:
     kl_weight: float = 1e-4  # gamma_1 (paper)
     align_weight: float = 1.0  # gamma_2 (paper); 0 for image-to-text
     align_hidden: int = 512  # MLP 768->512->512->C in the paper
+    caption_weight: float = 1.0  # cross-entropy weight of the caption decoder (image-to-text)
     decoder_depth: int = 2  # caption decoder blocks (paper: 6)
     decoder_width: int = 256
     decoder_heads: int = 4
@@ -78,6 +79,7 @@ class FlowConfig:
     timestep_sampling: str = "uniform"  # uniform (paper) | logit_normal (reference code)
     null_prob: float = 0.1  # CFG indicator: share of null (mismatched) samples
     guidance: float = 2.0  # default CFG scale s in v = v_u + s (v_c - v_u)
+    caption_guidance: float = 1.0  # CFG scale for image-to-text
     steps: int = 20  # default Euler steps
     normalize_latents: bool = False  # per-channel latent normalisation (stats stored in model)
 

@@ -1,0 +1,105 @@
+"""One direction of FlowTok: text projector + flow transformer (+ caption decoder for image-to-text).
+
+text-to-image (t2i): x0 = z_text ~ projector(text features), x1 = normalised image latent.
+image-to-text (i2t): x0 = normalised image latent, x1 = z_text; a caption decoder reads z_text.
+Image latents are normalised per channel, (z - mean) / std, with statistics measured on the
+training latents and stored as buffers (the paper's single scale factor is the special case
+mean = 0, std = 1 / scale).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from flowtok.config import FlowTokConfig
+from flowtok.flow.objective import cfg_indicator, flow_loss, sample_timesteps
+from flowtok.flow.sampler import euler_sample
+from flowtok.flow.transformer import FlowTransformer
+from flowtok.text.decoder import CaptionDecoder
+from flowtok.text.projector import TextProjector, gaussian_kl
+
+DIRECTIONS = ("t2i", "i2t")
+
+
+class TextImageFlow(nn.Module):
+    def __init__(self, cfg: FlowTokConfig, direction: str = "t2i", vocab_ids: torch.Tensor | None = None):
+        super().__init__()
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        self.cfg, self.direction = cfg, direction
+        K, C = cfg.K, cfg.C
+        self.projector = TextProjector(cfg.text, K, C)
+        self.flow = FlowTransformer(cfg.flow, K, C)
+        self.register_buffer("latent_mean", torch.zeros(C))
+        self.register_buffer("latent_std", torch.full((C,), 1.0 / cfg.tokenizer.scale_factor))
+        self.decoder = None
+        if direction == "i2t":
+            if vocab_ids is None:
+                raise ValueError("an image-to-text model needs the caption vocabulary (vocab_ids)")
+            self.decoder = CaptionDecoder(cfg.text, K, C, vocab_ids)
+
+    # ----------------------------------------------------------------------- latent normalisation
+    def set_latent_stats(self, latents: torch.Tensor) -> None:
+        """Measure per-channel statistics on training latents (n, K, C); or keep the scale factor."""
+        if self.cfg.flow.normalize_latents:
+            flat = latents.float().reshape(-1, latents.shape[-1])
+            self.latent_mean.copy_(flat.mean(0))
+            self.latent_std.copy_(flat.std(0).clamp(min=1e-4))
+
+    def normalize(self, z: torch.Tensor) -> torch.Tensor:
+        return (z - self.latent_mean) / self.latent_std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.latent_std + self.latent_mean
+
+    # ----------------------------------------------------------------------- training
+    def loss(self, feats: torch.Tensor, z_img: torch.Tensor, ids: torch.Tensor | None = None,
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """feats (B, K, D) text features, z_img (B, K, C) image latents (a posterior sample),
+        ids (B, K) caption token ids (i2t only). Returns (total loss, logged parts)."""
+        tc, fc = self.cfg.text, self.cfg.flow
+        B, dev = feats.shape[0], feats.device
+        mean, logvar = self.projector(feats)
+        noise = torch.randn(mean.shape, generator=generator, device=dev)
+        z_text = TextProjector.sample(mean, logvar, noise)
+        x_img = self.normalize(z_img)
+        indicator, perm = cfg_indicator(B, fc.null_prob, generator, dev)
+        t = sample_timesteps(B, fc.timestep_sampling, generator, dev)
+        if self.direction == "t2i":
+            x0, x1 = z_text, x_img[perm]
+        else:
+            x0, x1 = x_img, z_text[perm]
+        lf = flow_loss(self.flow, x0, x1, t, indicator, fc.sigma_min)
+        kl = gaussian_kl(mean, logvar)
+        total = lf + tc.kl_weight * kl
+        logs = {"flow": lf.item(), "kl": kl.item()}
+        if self.direction == "t2i" and tc.align_weight > 0:
+            la = self.projector.alignment_loss(feats, z_text)
+            total = total + tc.align_weight * la
+            logs["align"] = la.item()
+        if self.direction == "i2t":
+            ce = self.decoder.loss(z_text, ids)
+            total = total + tc.caption_weight * ce
+            logs["ce"] = ce.item()
+        logs["loss"] = total.item()
+        return total, logs
+
+    # ----------------------------------------------------------------------- inference
+    def text_latent(self, feats: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        """z_text (B, K, C): a posterior sample (noise given) or the posterior mean (noise None)."""
+        mean, logvar = self.projector(feats)
+        return mean if noise is None else TextProjector.sample(mean, logvar, noise)
+
+    @torch.no_grad()
+    def text_to_latent(self, feats: torch.Tensor, noise: torch.Tensor | None, steps: int,
+                       guidance: float, progress=None) -> torch.Tensor:
+        """Text features (B, K, D) -> image latent (B, K, C) for the tokenizer's decoder."""
+        x1 = euler_sample(self.flow, self.text_latent(feats, noise), steps, guidance, progress)
+        return self.denormalize(x1)
+
+    @torch.no_grad()
+    def latent_to_ids(self, z_img: torch.Tensor, steps: int, guidance: float = 1.0) -> torch.Tensor:
+        """Image latent (B, K, C) -> caption token ids (B, K) of the text encoder."""
+        z_text = euler_sample(self.flow, self.normalize(z_img), steps, guidance)
+        return self.decoder.decode(z_text)

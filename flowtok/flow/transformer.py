@@ -1,0 +1,80 @@
+"""Flow transformer: DiT blocks with adaLN-Zero over K latent tokens, predicting a velocity.
+
+No cross-attention and no text input: the text is already the starting point x0 of the flow. The
+only conditioning is c = t_emb + indicator_emb (the CFG indicator: 0 = conditional, 1 = null).
+Because c depends only on t and the indicator, the shift/scale/gate of *every* block is computed
+in one batched GEMM (``adaln``) instead of one small GEMM per block.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+import flowtok_kernels
+from flowtok.config import FlowConfig
+from flowtok.layers import Attention, Mlp, sincos_1d, timestep_embedding
+
+FREQ_DIM = 256  # sinusoidal timestep features (DiT)
+
+
+class DiTBlock(nn.Module):
+    """x += g1 * Attn(LN(x)(1 + s1) + b1); x += g2 * MLP(LN(x)(1 + s2) + b2)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.attn = Attention(width, heads)
+        self.mlp = Mlp(width, int(width * mlp_ratio))
+
+    def forward(self, x: torch.Tensor, mod: torch.Tensor) -> torch.Tensor:
+        """x (B, K, W); mod (B, 6, W) = shift1, scale1, gate1, shift2, scale2, gate2."""
+        s1, c1, g1, s2, c2, g2 = mod.unbind(1)
+        x = flowtok_kernels.gated_residual(x, g1, self.attn(flowtok_kernels.layernorm_modulate(x, s1, c1)))
+        return flowtok_kernels.gated_residual(x, g2, self.mlp(flowtok_kernels.layernorm_modulate(x, s2, c2)))
+
+
+class FlowTransformer(nn.Module):
+    """(x_t (B, K, C), t (B,), indicator (B,)) -> velocity (B, K, C)."""
+
+    def __init__(self, cfg: FlowConfig, length: int, channels: int):
+        super().__init__()
+        w = cfg.width
+        self.depth, self.width = cfg.depth, w
+        self.x_embed = nn.Linear(channels, w)
+        self.register_buffer("pos", sincos_1d(length, w)[None], persistent=False)  # (1, K, W)
+        self.t_embed = nn.Sequential(nn.Linear(FREQ_DIM, w), nn.SiLU(), nn.Linear(w, w))
+        self.indicator = nn.Embedding(2, w)
+        self.blocks = nn.ModuleList(DiTBlock(w, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        # every block's 6 modulation vectors + the final layer's 2, in one GEMM
+        self.adaln = nn.Sequential(nn.SiLU(), nn.Linear(w, (6 * cfg.depth + 2) * w))
+        self.out = nn.Linear(w, channels)
+        self.initialize()
+
+    def initialize(self) -> None:
+        """DiT init: Xavier linears, N(0, 0.02) embeddings, zeroed adaLN and output layer."""
+        def xavier(m: nn.Module) -> None:
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+
+        self.apply(xavier)
+        nn.init.normal_(self.t_embed[0].weight, std=0.02)
+        nn.init.normal_(self.t_embed[2].weight, std=0.02)
+        nn.init.normal_(self.indicator.weight, std=0.02)
+        nn.init.zeros_(self.adaln[1].weight)
+        nn.init.zeros_(self.adaln[1].bias)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def modulation(self, t: torch.Tensor, indicator: torch.Tensor) -> torch.Tensor:
+        """(B,), (B,) -> (B, 6*depth + 2, W): all adaLN shift/scale/gate vectors for one step."""
+        c = self.t_embed(timestep_embedding(t, FREQ_DIM)) + self.indicator(indicator.long())
+        return self.adaln(c).view(len(c), 6 * self.depth + 2, self.width)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, indicator: torch.Tensor) -> torch.Tensor:
+        mod = self.modulation(t, indicator)
+        h = self.x_embed(x) + self.pos  # (B, K, W)
+        for i, blk in enumerate(self.blocks):
+            h = blk(h, mod[:, 6 * i : 6 * i + 6])
+        shift, scale = mod[:, -2], mod[:, -1]
+        return self.out(flowtok_kernels.layernorm_modulate(h, shift, scale))

