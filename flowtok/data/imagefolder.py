@@ -1,0 +1,148 @@
+"""Image folders: recursive scan, robust loading (any mode -> RGB, EXIF orientation, GIF first
+frame), resize short side + centre crop, and captions from metadata.jsonl or .txt sidecars.
+
+Unreadable files are collected and returned, never fatal: the caller decides what to report.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from flowtok.errors import DataError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
+METADATA_FILE = "metadata.jsonl"
+
+
+@dataclass
+class ImageRecord:
+    """One image file: ``name`` is its path relative to the folder (POSIX), used as its id."""
+
+    path: Path
+    name: str
+    caption: str | None = None
+
+
+@dataclass
+class LoadedImages:
+    """A loaded folder: images uint8 (N, S, S, 3), their records, and the files that failed."""
+
+    images: np.ndarray
+    records: list[ImageRecord]
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
+
+
+def read_captions(folder: Path) -> dict[str, str]:
+    """Captions keyed by relative file name from every metadata.jsonl under ``folder``
+    (Hugging Face image-folder convention: {"file_name": ..., "text": ...} per line)."""
+    captions: dict[str, str] = {}
+    for meta in sorted(folder.rglob(METADATA_FILE)):
+        prefix = meta.parent.relative_to(folder).as_posix()
+        for i, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                name, text = row["file_name"], row.get("text", row.get("caption"))
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise DataError(
+                    f"{meta}:{i}: expected a JSON object with file_name and text "
+                    f"({e.__class__.__name__})"
+                ) from e
+            key = name if prefix == "." else f"{prefix}/{name}"
+            if text is not None:
+                captions[key] = str(text)
+    return captions
+
+
+def scan_folder(folder: str | Path) -> list[ImageRecord]:
+    """Every image under ``folder`` (recursive, sorted by relative name) with its caption."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder; pass a folder of images")
+    captions = read_captions(folder)
+    records = []
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or path.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        if any(part.startswith(".") for part in path.relative_to(folder).parts):
+            continue  # hidden files and temp files of interrupted writers
+        name = path.relative_to(folder).as_posix()
+        caption = captions.get(name)
+        sidecar = path.with_suffix(".txt")
+        if caption is None and sidecar.is_file():
+            caption = sidecar.read_text(encoding="utf-8").strip()
+        records.append(ImageRecord(path=path, name=name, caption=caption))
+    return records
+
+
+def load_image(path: str | Path, size: int) -> np.ndarray:
+    """Read one image as uint8 (size, size, 3): first frame, EXIF-upright, RGB, short side
+    resized to ``size`` (bicubic; box filter when shrinking a lot), centre-cropped.
+
+    Raises DataError when the file cannot be decoded.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.seek(0)
+            im = ImageOps.exif_transpose(im)
+            im = _to_rgb(im)
+            im.load()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise DataError(f"{path}: cannot read image ({e.__class__.__name__}: {e})") from e
+    w, h = im.size
+    if (w, h) != (size, size):
+        scale = size / min(w, h)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        resample = Image.BICUBIC if scale > 0.5 else Image.BOX
+        im = im.resize((nw, nh), resample)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        im = im.crop((left, top, left + size, top + size))
+    return np.asarray(im, dtype=np.uint8).copy()
+
+
+def _to_rgb(im):
+    """Any PIL mode -> RGB; transparency is composited over black (the shapes background)."""
+    from PIL import Image
+
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("P", "LA", "PA") or "transparency" in im.info or im.mode == "RGBA":
+        im = im.convert("RGBA")
+        bg = Image.new("RGBA", im.size, (0, 0, 0, 255))
+        return Image.alpha_composite(bg, im).convert("RGB")
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        hi = 65535.0 if arr.max() > 255 else 255.0
+        return Image.fromarray((arr / hi * 255).round().clip(0, 255).astype(np.uint8)).convert("RGB")
+    if im.mode == "F":
+        arr = np.asarray(im, dtype=np.float64)
+        return Image.fromarray((arr.clip(0, 1) * 255).round().astype(np.uint8)).convert("RGB")
+    return im.convert("RGB")
+
+
+def load_records(records: list[ImageRecord], size: int) -> LoadedImages:
+    """Load every record; failures are listed, not raised."""
+    images, ok, failed = [], [], []
+    for rec in records:
+        try:
+            images.append(load_image(rec.path, size))
+            ok.append(rec)
+        except DataError as e:
+            failed.append((rec.name, str(e)))
+    arr = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
+    return LoadedImages(images=arr, records=ok, failed=failed)
+
+
+def load_folder(folder: str | Path, size: int, limit: int | None = None) -> LoadedImages:
+    """Scan and load a folder (the first ``limit`` images by name when given)."""
+    records = scan_folder(folder)
+    if limit is not None:
+        records = records[:limit]
+    return load_records(records, size)

@@ -1,0 +1,396 @@
+"""The 1D image tokenizer (TA-TiTok style, continuous): image <-> K x C Gaussian latent tokens.
+
+Reads top to bottom: RoPE -> attention -> SwiGLU -> block -> encoder -> decoder -> Tokenizer.
+Encoder sequence = [patch tokens ; K latent tokens]; decoder sequence = [one mask token per
+patch ; K projected latents (; K projected text tokens)]. Only image/mask positions get the 2D
+axial rotary embedding; latent and text tokens carry learned position embeddings instead.
+
+Images enter as float (B, 3, H, W) in [-1, 1] (``encode`` also accepts uint8 (B, H, W, 3)) and
+leave ``decode`` as float (B, 3, H, W) in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import flowtok_kernels
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from flowtok.config import FlowTokConfig, TokenizerConfig, config_from_dict, from_dict, to_dict
+from flowtok.errors import CheckpointError, ConfigError
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+INIT_STD = 0.02  # ViT-style truncated-normal init for embeddings and linears
+
+
+# ----------------------------------------------------------------------------- 2D axial RoPE
+
+
+def rope_2d_angles(grid: int, head_dim: int, theta: float) -> torch.Tensor:
+    """Rotation angles for a grid x grid image, row-major: (grid*grid, head_dim / 2).
+
+    The first half of each head's channel pairs rotates with the row index, the second half with
+    the column index (axial RoPE); frequencies theta^(-i / (head_dim / 4)).
+    """
+    if head_dim % 4:
+        raise ConfigError(f"tokenizer head dim {head_dim} must be a multiple of 4 for 2D RoPE")
+    quarter = head_dim // 4
+    freqs = theta ** (-torch.arange(quarter, dtype=torch.float64) / quarter)  # (D/4,)
+    pos = torch.arange(grid, dtype=torch.float64)
+    rows, cols = torch.meshgrid(pos, pos, indexing="ij")  # (g, g)
+    ang_r = rows.reshape(-1, 1) * freqs  # (N, D/4)
+    ang_c = cols.reshape(-1, 1) * freqs  # (N, D/4)
+    return torch.cat([ang_r, ang_c], dim=-1).float()  # (N, D/2)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_rot: int) -> torch.Tensor:
+    """Rotate channel pairs (2i, 2i+1) of the first ``n_rot`` tokens; the rest pass unchanged.
+
+    x: (B, H, N, D); cos, sin: (n_rot, D/2).
+    """
+    head, tail = x[:, :, :n_rot], x[:, :, n_rot:]
+    x1, x2 = head[..., 0::2], head[..., 1::2]  # (B, H, n_rot, D/2)
+    r1 = x1 * cos - x2 * sin
+    r2 = x1 * sin + x2 * cos
+    rotated = torch.stack([r1, r2], dim=-1).flatten(-2)  # (B, H, n_rot, D)
+    return torch.cat([rotated.to(x.dtype), tail], dim=2)
+
+
+# ----------------------------------------------------------------------------- layers
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with RoPE on the leading image tokens; fused kernels plug in
+    through ``flowtok_kernels.attention``."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        if width % heads:
+            raise ConfigError(f"tokenizer width {width} is not divisible by heads {heads}")
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        B, N, W = x.shape
+        qkv = self.qkv(x).view(B, N, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # (B, H, N, D)
+        n_rot = cos.shape[0]
+        q, k = apply_rope(q, cos, sin, n_rot), apply_rope(k, cos, sin, n_rot)
+        y = flowtok_kernels.attention(q, k, v)  # (B, H, N, D)
+        return self.proj(y.transpose(1, 2).reshape(B, N, W))
+
+
+class SwiGLU(nn.Module):
+    """SwiGLU MLP; hidden = 2/3 * mlp_ratio * width keeps the FLOPs of a ratio-4 GELU MLP."""
+
+    def __init__(self, width: int, mlp_ratio: float):
+        super().__init__()
+        hidden = int(2 * mlp_ratio * width / 3)
+        self.gate_up = nn.Linear(width, 2 * hidden)
+        self.down = nn.Linear(hidden, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width)
+        self.attn = Attention(width, heads)
+        self.norm2 = nn.LayerNorm(width)
+        self.mlp = SwiGLU(width, mlp_ratio)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), cos, sin)
+        return x + self.mlp(self.norm2(x))
+
+
+def _rope_buffers(cfg: TokenizerConfig, width: int, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    angles = rope_2d_angles(cfg.image_size // cfg.patch_size, width // heads, cfg.rope_theta)
+    return angles.cos(), angles.sin()  # (N, D/2) each
+
+
+# ----------------------------------------------------------------------------- encoder / decoder
+
+
+class Encoder(nn.Module):
+    """Patches + K learnable latent tokens -> (mean, logvar) of the posterior, each (B, K, C)."""
+
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        self.cfg = cfg
+        p, w = cfg.patch_size, cfg.enc_width
+        self.patch_embed = nn.Linear(3 * p * p, w)
+        self.latent_tokens = nn.Parameter(torch.randn(cfg.num_latent_tokens, w) * INIT_STD)
+        self.latent_pos = nn.Parameter(torch.randn(cfg.num_latent_tokens, w) * INIT_STD)
+        self.blocks = nn.ModuleList(
+            Block(w, cfg.enc_heads, cfg.mlp_ratio) for _ in range(cfg.enc_depth)
+        )
+        self.norm = nn.LayerNorm(w)
+        self.to_moments = nn.Linear(w, 2 * cfg.token_channels)
+        cos, sin = _rope_buffers(cfg, w, cfg.enc_heads)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B = images.shape[0]
+        x = self.patch_embed(patchify(images, self.cfg.patch_size))  # (B, N, W)
+        lat = (self.latent_tokens + self.latent_pos).expand(B, -1, -1)  # (B, K, W)
+        x = torch.cat([x, lat], dim=1)
+        for blk in self.blocks:
+            x = blk(x, self.rope_cos, self.rope_sin)
+        moments = self.to_moments(self.norm(x[:, -self.cfg.num_latent_tokens:]))  # (B, K, 2C)
+        mean, logvar = moments.float().chunk(2, dim=-1)
+        lo, hi = self.cfg.logvar_clamp
+        return mean, logvar.clamp(lo, hi)
+
+
+class ConvRefine(nn.Module):
+    """3x3 convolution after unpatchify (the paper's final conv): smooths patch seams. Starts as
+    the identity (residual with a zero-initialised conv) so it never slows early training."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x)
+
+
+class Decoder(nn.Module):
+    """Mask tokens + latents (+ text tokens) -> RGB (B, 3, H, W) in about [-1, 1]."""
+
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        self.cfg = cfg
+        p, w, K = cfg.patch_size, cfg.dec_width, cfg.num_latent_tokens
+        self.grid = cfg.image_size // p
+        self.mask_token = nn.Parameter(torch.randn(1, 1, w) * INIT_STD)
+        self.latent_in = nn.Linear(cfg.token_channels, w)
+        self.latent_pos = nn.Parameter(torch.randn(K, w) * INIT_STD)
+        if cfg.text_guidance:
+            self.text_in = nn.Linear(cfg.text_dim, w)
+            self.text_pos = nn.Parameter(torch.randn(K, w) * INIT_STD)
+        self.blocks = nn.ModuleList(
+            Block(w, cfg.dec_heads, cfg.mlp_ratio) for _ in range(cfg.dec_depth)
+        )
+        self.norm = nn.LayerNorm(w)
+        self.to_pixels = nn.Linear(w, 3 * p * p)
+        self.refine = ConvRefine() if cfg.conv_refine else nn.Identity()
+        cos, sin = _rope_buffers(cfg, w, cfg.dec_heads)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    def forward(self, z: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        """z: (B, K, C) unscaled latents; text: (B, K, text_dim) or None."""
+        B, n = z.shape[0], self.grid * self.grid
+        parts = [self.mask_token.expand(B, n, -1), self.latent_in(z) + self.latent_pos]
+        if self.cfg.text_guidance:
+            if text is None:  # unconditional decode: text tokens are simply absent
+                pass
+            else:
+                parts.append(self.text_in(text[:, : self.cfg.num_latent_tokens]) + self.text_pos)
+        elif text is not None:
+            raise ConfigError("decode(text=...) needs a tokenizer built with text_guidance: true")
+        x = torch.cat(parts, dim=1)
+        for blk in self.blocks:
+            x = blk(x, self.rope_cos, self.rope_sin)
+        patches = self.to_pixels(self.norm(x[:, :n]))  # (B, N, 3 p p)
+        return self.refine(unpatchify(patches.float(), self.cfg.patch_size, self.grid))
+
+
+def patchify(images: torch.Tensor, p: int) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, (H/p)(W/p), 3 p p), row-major patches."""
+    B, C, H, W = images.shape
+    x = images.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(B, (H // p) * (W // p), C * p * p)
+
+
+def unpatchify(patches: torch.Tensor, p: int, grid: int) -> torch.Tensor:
+    """(B, grid*grid, 3 p p) -> (B, 3, grid p, grid p); inverse of ``patchify``."""
+    B = patches.shape[0]
+    x = patches.reshape(B, grid, grid, 3, p, p).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(B, 3, grid * p, grid * p)
+
+
+# ----------------------------------------------------------------------------- the tokenizer
+
+
+@dataclass
+class Posterior:
+    """Diagonal Gaussian over the K x C latent tokens; mean and logvar are (B, K, C) fp32."""
+
+    mean: torch.Tensor
+    logvar: torch.Tensor
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device,
+                          dtype=self.mean.dtype)
+        return self.mean + torch.exp(0.5 * self.logvar) * eps
+
+    def kl(self) -> torch.Tensor:
+        """KL(q || N(0, I)) per sample, summed over K and C: (B,)."""
+        return 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar).sum(dim=(1, 2))
+
+
+class Tokenizer(nn.Module):
+    """Image <-> latent tokens. ``encode`` -> Posterior; ``decode`` -> images in [-1, 1].
+
+    ``scale_factor`` is for the flow model (z_flow = scale * z); ``encode``/``decode`` work on
+    unscaled latents.
+    """
+
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        if cfg.image_size % cfg.patch_size:
+            raise ConfigError(
+                f"tokenizer.image_size {cfg.image_size} is not a multiple of patch_size "
+                f"{cfg.patch_size}"
+            )
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+        self.apply(_init_linear)
+
+    @property
+    def scale_factor(self) -> float:
+        return self.cfg.scale_factor
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, H, W, 3) or float (B, 3, H, W) in [-1, 1] -> float (B, 3, H, W) on device."""
+        if images.dtype == torch.uint8:
+            if images.ndim != 4 or images.shape[-1] != 3:
+                raise ConfigError(f"uint8 images must be (B, H, W, 3), got {tuple(images.shape)}")
+            images = images.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ConfigError(f"float images must be (B, 3, H, W), got {tuple(images.shape)}")
+        s = self.cfg.image_size
+        if images.shape[-2:] != (s, s):
+            raise ConfigError(
+                f"images are {images.shape[-2]}x{images.shape[-1]} but this tokenizer takes "
+                f"{s}x{s}; resize first (flowtok.data.imagefolder.load_image does)"
+            )
+        return images.to(self._device(), torch.float32)
+
+    def encode(self, images: torch.Tensor) -> Posterior:
+        """Images (see ``prepare_images``) -> Posterior with mean, logvar (B, K, C)."""
+        mean, logvar = self.encoder(self.prepare_images(images))
+        return Posterior(mean, logvar)
+
+    def decode(self, latents: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        """Unscaled latents (B, K, C) (+ text tokens (B, K, text_dim)) -> images (B, 3, H, W)."""
+        K, C = self.cfg.num_latent_tokens, self.cfg.token_channels
+        if latents.ndim != 3 or latents.shape[1:] != (K, C):
+            raise ConfigError(f"latents must be (B, {K}, {C}), got {tuple(latents.shape)}")
+        return self.decoder(latents.to(self._device(), torch.float32), text)
+
+    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None,
+                text: torch.Tensor | None = None) -> tuple[torch.Tensor, Posterior]:
+        """Training pass: reconstruct from a posterior sample. Returns (recon, posterior)."""
+        post = Posterior(*self.encoder(images))
+        return self.decoder(post.sample(generator), text), post
+
+    # ------------------------------------------------------------------ model folders
+
+    @classmethod
+    def from_config(cls, cfg: TokenizerConfig | FlowTokConfig) -> Tokenizer:
+        return cls(cfg.tokenizer if isinstance(cfg, FlowTokConfig) else cfg)
+
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """Write config.json + model.safetensors into ``path`` atomically (temp folder, rename)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+        try:
+            state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+            save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+            cfg_text = json.dumps({"tokenizer": to_dict(self.cfg)}, indent=2) + "\n"
+            (tmp / CONFIG_NAME).write_text(cfg_text)
+            for f in tmp.iterdir():
+                _fsync(f)
+            old = None
+            if path.exists():
+                old = path.parent / f".{path.name}.old"
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(path, old)
+            os.replace(tmp, path)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu"
+                        ) -> Tokenizer:
+        """Rebuild from a folder written by ``save_pretrained`` (or a pipeline's tokenizer/)."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if (path / "tokenizer" / CONFIG_NAME).is_file():
+            path = path / "tokenizer"
+        cfg_file, weights = path / CONFIG_NAME, path / WEIGHTS_NAME
+        if not cfg_file.is_file() or not weights.is_file():
+            raise CheckpointError(
+                f"{path}: not a tokenizer folder (needs {CONFIG_NAME} and {WEIGHTS_NAME}); "
+                "train one with `flowtok train tokenizer`"
+            )
+        cfg = read_tokenizer_config(cfg_file)
+        model = cls(cfg)
+        try:
+            state = load_file(str(weights))
+            model.load_state_dict(state, strict=True)
+        except (RuntimeError, OSError) as e:
+            raise CheckpointError(f"{weights}: does not match {cfg_file} ({str(e)[:200]})") from e
+        return model.to(device).eval()
+
+
+def read_tokenizer_config(cfg_file: Path) -> TokenizerConfig:
+    """A tokenizer folder's config.json: {"tokenizer": {...}} or a full FlowTokConfig."""
+    try:
+        data = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{cfg_file}: not valid JSON ({e.msg})") from e
+    if "name" in data and "version" in data:
+        return config_from_dict(data, str(cfg_file)).tokenizer
+    if "tokenizer" not in data:
+        raise CheckpointError(f"{cfg_file}: has no 'tokenizer' section")
+    return from_dict(TokenizerConfig, data["tokenizer"], f"{cfg_file}:tokenizer")
+
+
+def _init_linear(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=INIT_STD)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+

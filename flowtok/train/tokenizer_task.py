@@ -1,0 +1,144 @@
+"""The tokenizer as a TrainTask: data from an in-memory image set, L2 + edge + KL (+ PatchGAN)
+loss, held-out PSNR / SSIM (+ ShapesEval when captions are shapes prompts), reconstruction grids.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from flowtok.config import FlowTokConfig
+from flowtok.tokenizer.losses import (
+    PatchDiscriminator,
+    ReconLossWeights,
+    gan_losses,
+    reconstruction_loss,
+)
+from flowtok.tokenizer.model import Tokenizer
+
+EVAL_LIMIT = 300  # held-out images scored at each evaluation
+GRID_IMAGES = 8  # originals / reconstructions shown per sample grid
+GRID_ZOOM = 4  # nearest-neighbour upscale so 32 px images are visible
+
+
+def uint8_to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [-1, 1]."""
+    return images.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def epoch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
+    """Indices of the batch for ``step``: consecutive slices of per-epoch permutations seeded by
+    (seed, epoch), wrapping across epochs, so the data position is the step itself."""
+    start = step * batch_size
+    out, pos = [], start
+    while len(out) < batch_size:
+        epoch, offset = divmod(pos, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+        take = min(batch_size - len(out), n - offset)
+        out.extend(perm[offset: offset + take].tolist())
+        pos += take
+    return torch.tensor(out, dtype=torch.long)
+
+
+def reconstruction_grid(originals: np.ndarray, recons: np.ndarray, zoom: int = GRID_ZOOM):
+    """Two rows (originals over reconstructions) of uint8 (n, H, W, 3) images -> PIL image."""
+    from PIL import Image
+
+    top = np.concatenate(list(originals), axis=1)
+    bottom = np.concatenate(list(recons), axis=1)
+    grid = np.concatenate([top, bottom], axis=0)
+    img = Image.fromarray(grid)
+    return img.resize((img.width * zoom, img.height * zoom), Image.NEAREST)
+
+
+def shapes_prompts(captions: list[str | None]) -> list[str] | None:
+    """The captions when every one is a shapes prompt ShapesEval can parse, else None."""
+    if not captions or any(c is None for c in captions):
+        return None
+    try:
+        from flowtok.eval import shapes_eval
+    except ImportError:
+        return None
+    parse = getattr(shapes_eval, "parse_prompt", None)
+    if parse is not None:
+        try:
+            for c in captions[:8]:
+                parse(c)
+        except Exception:  # noqa: BLE001 - any parse failure means "not shapes captions"
+            return None
+    return list(captions)  # type: ignore[arg-type]
+
+
+class TokenizerTask:
+    """Trains one Tokenizer (plus a discriminator when train.gan_weight > 0)."""
+
+    def __init__(self, cfg: FlowTokConfig, train_images: np.ndarray,
+                 val_images: np.ndarray | None = None, val_captions: list | None = None,
+                 loss_weights: ReconLossWeights | None = None):
+        self.cfg, self.tcfg = cfg, cfg.train_tokenizer
+        self.train_images = torch.from_numpy(train_images)  # uint8 (N, S, S, 3)
+        self.val_images = val_images[:EVAL_LIMIT] if val_images is not None else None
+        self.val_prompts = shapes_prompts(list(val_captions[:EVAL_LIMIT])) if val_captions else None
+        self.weights = loss_weights or ReconLossWeights()
+        self.tokenizer = Tokenizer(cfg.tokenizer)
+        self.disc = PatchDiscriminator() if self.tcfg.gan_weight > 0 else None
+
+    def modules(self) -> dict[str, nn.Module]:
+        mods: dict[str, nn.Module] = {"model": self.tokenizer}
+        if self.disc is not None:
+            mods["disc"] = self.disc
+        return mods
+
+    def batch(self, step: int, generator: torch.Generator) -> torch.Tensor:
+        idx = epoch_indices(len(self.train_images), self.tcfg.batch_size, step, self.tcfg.seed)
+        return uint8_to_float(self.train_images[idx])  # (B, 3, S, S)
+
+    def loss(self, batch: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        recon, post = self.tokenizer(batch)
+        total, logs = reconstruction_loss(recon.float(), batch, self.weights)
+        kl = post.kl().mean()
+        total = total + self.tcfg.kl_weight * kl
+        logs["kl"] = float(kl.detach())
+        if self.disc is not None and step >= self.tcfg.gan_start:
+            g_loss, d_loss = gan_losses(self.disc, recon, batch)
+            total = total + self.tcfg.gan_weight * g_loss + d_loss
+            logs.update(gan_g=float(g_loss.detach()), gan_d=float(d_loss.detach()))
+        return total, logs
+
+    @torch.no_grad()
+    def reconstruct(self, tok: Tokenizer, images: np.ndarray, batch_size: int = 100) -> np.ndarray:
+        from flowtok.eval.recon import to_uint8
+
+        outs = []
+        for i in range(0, len(images), batch_size):
+            x = torch.from_numpy(images[i: i + batch_size])
+            outs.append(to_uint8(tok.decode(tok.encode(x).mean)))
+        return np.concatenate(outs) if outs else images[:0]
+
+    def evaluate(self, ema_modules: dict[str, nn.Module], step: int) -> dict[str, float]:
+        if self.val_images is None or len(self.val_images) == 0:
+            return {}
+        from flowtok.eval.recon import mean_psnr, ssim
+
+        recon = self.reconstruct(ema_modules["model"], self.val_images)
+        metrics = {"psnr": mean_psnr(recon, self.val_images),
+                   "ssim": float(ssim(recon, self.val_images).mean())}
+        if self.val_prompts is not None:
+            from flowtok.eval.shapes_eval import score_images
+
+            scores = score_images(list(recon), self.val_prompts)
+            metrics.update({f"shapes_{k}": float(v) for k, v in scores.items()
+                            if isinstance(v, (int, float))})
+        return metrics
+
+    def samples(self, ema_modules: dict[str, nn.Module], step: int) -> Any:
+        source = self.val_images if self.val_images is not None else self.train_images.numpy()
+        originals = source[:GRID_IMAGES]
+        return reconstruction_grid(originals, self.reconstruct(ema_modules["model"], originals))
+
+    def export(self, ema_modules: dict[str, nn.Module], out_dir: Path) -> None:
+        ema_modules["model"].save_pretrained(Path(out_dir) / "model")
