@@ -20,26 +20,87 @@ import torch.nn as nn
 from flowtok.errors import CheckpointError, ConfigError
 
 
-class TextEncoder(nn.Module):
-    """Interface: ``tokenize`` -> ids/mask (B, K); ``forward(ids, mask)`` -> features (B, K, D)."""
+class TextTokenizer:
+    """Prompts <-> K token ids, with no model weights (captioning decodes ids with this alone)."""
 
-    dim: int
-    length: int
+    def __init__(self, hf_tokenizer, length: int):
+        self.tok, self.length = hf_tokenizer, length
 
     def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        """Prompts -> ids, attention mask, each (B, K) long: padded / truncated to K."""
+        enc = self.tok(list(prompts), padding="max_length", truncation=True, max_length=self.length,
+                       return_tensors="pt")
+        return enc["input_ids"], enc["attention_mask"]
 
     def decode_ids(self, ids: torch.Tensor) -> list[str]:
         """(B, K) token ids -> strings, special and padding tokens dropped."""
-        raise NotImplementedError
+        return [s.strip() for s in self.tok.batch_decode(ids.tolist(), skip_special_tokens=True)]
 
     @property
     def vocab_size(self) -> int:
-        raise NotImplementedError
+        return len(self.tok)
 
     @property
-    def pad_id(self) -> int:
-        raise NotImplementedError
+    def special_ids(self) -> list[int]:
+        return sorted(set(self.tok.all_special_ids))
+
+    def truncated(self, prompt: str) -> bool:
+        """True when ``prompt`` does not fit into K tokens (the CLI warns about it)."""
+        return len(self.tok(prompt)["input_ids"]) > self.length
+
+
+class ByteTokenizer(TextTokenizer):
+    """UTF-8 bytes + 2 (0 = pad, 1 = end), for the deterministic ``tiny`` encoder."""
+
+    def __init__(self, length: int):
+        self.length = length
+
+    def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = torch.zeros(len(prompts), self.length, dtype=torch.long)
+        for i, p in enumerate(prompts):
+            b = list(p.encode("utf-8"))[: self.length - 1]
+            ids[i, : len(b)] = torch.tensor(b, dtype=torch.long) + 2
+            ids[i, len(b)] = 1
+        return ids, (ids > 0).long()
+
+    def decode_ids(self, ids: torch.Tensor) -> list[str]:
+        out = []
+        for row in ids.tolist():
+            b = bytearray()
+            for i in row:
+                if i <= 1:
+                    break
+                b.append(i - 2)
+            out.append(b.decode("utf-8", errors="ignore"))
+        return out
+
+    @property
+    def vocab_size(self) -> int:
+        return 258
+
+    @property
+    def special_ids(self) -> list[int]:
+        return [0, 1]
+
+    def truncated(self, prompt: str) -> bool:
+        return len(prompt.encode("utf-8")) > self.length - 1
+
+
+class TextEncoder(nn.Module):
+    """Interface: ``tokenizer`` (a TextTokenizer); ``forward(ids, mask)`` -> features (B, K, D)."""
+
+    dim: int
+    length: int
+    tokenizer: TextTokenizer
+
+    def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.tokenizer.tokenize(prompts)
+
+    def decode_ids(self, ids: torch.Tensor) -> list[str]:
+        return self.tokenizer.decode_ids(ids)
+
+    def truncated(self, prompt: str) -> bool:
+        return self.tokenizer.truncated(prompt)
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> torch.Tensor:
@@ -48,44 +109,19 @@ class TextEncoder(nn.Module):
         dev = next(self.parameters()).device
         return self(ids.to(dev), mask.to(dev)).float()
 
-    def truncated(self, prompt: str) -> bool:
-        """True when ``prompt`` does not fit into K tokens (the CLI warns about it)."""
-        return False
-
 
 class _HFTextEncoder(TextEncoder):
     """A transformers tokenizer + text model, frozen, returning the last hidden state."""
 
-    def __init__(self, tokenizer, model, length: int):
+    def __init__(self, tokenizer: TextTokenizer, model, length: int):
         super().__init__()
-        self.tok = tokenizer
+        self.tokenizer = tokenizer
         self.model = model.eval().requires_grad_(False)
         self.length = length
         self.dim = int(model.config.hidden_size)
 
-    def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        enc = self.tok(
-            list(prompts), padding="max_length", truncation=True, max_length=self.length,
-            return_tensors="pt",
-        )
-        return enc["input_ids"], enc["attention_mask"]
-
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, K, D)
-
-    def decode_ids(self, ids: torch.Tensor) -> list[str]:
-        return [s.strip() for s in self.tok.batch_decode(ids.tolist(), skip_special_tokens=True)]
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.tok)
-
-    @property
-    def pad_id(self) -> int:
-        return int(self.tok.pad_token_id)
-
-    def truncated(self, prompt: str) -> bool:
-        return len(self.tok(prompt)["input_ids"]) > self.length
 
     def train(self, mode: bool = True):  # frozen: always eval (no dropout)
         return super().train(False)
@@ -108,17 +144,21 @@ def _quiet_transformers() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def minilm_tokenizer(length: int) -> TextTokenizer:
+    _quiet_transformers()
+    from transformers import AutoTokenizer
+
+    return TextTokenizer(AutoTokenizer.from_pretrained(minilm_path(), local_files_only=True), length)
+
+
 def load_minilm(length: int) -> TextEncoder:
     _quiet_transformers()
-    from transformers import AutoTokenizer, BertModel
+    from transformers import BertModel
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-
-    path = minilm_path()
-    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = BertModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
-    return _HFTextEncoder(tok, model, length)
+    model = BertModel.from_pretrained(minilm_path(), local_files_only=True, add_pooling_layer=False)
+    return _HFTextEncoder(minilm_tokenizer(length), model, length)
 
 
 def load_clip(source: str | None, length: int, allow_download: bool = False) -> TextEncoder:
@@ -142,7 +182,7 @@ def load_clip(source: str | None, length: int, allow_download: bool = False) -> 
         model = CLIPTextModel.from_pretrained(source, local_files_only=not allow_download)
     except OSError as e:
         raise CheckpointError(f"{source}: cannot load a CLIP text model ({e})") from e
-    return _HFTextEncoder(tok, model, length)
+    return _HFTextEncoder(TextTokenizer(tok, length), model, length)
 
 
 class TinyTextEncoder(TextEncoder):
@@ -160,41 +200,12 @@ class TinyTextEncoder(TextEncoder):
             self.mix.weight.copy_(torch.randn(dim, dim, generator=g) / dim**0.5)
             self.mix.bias.zero_()
         self.requires_grad_(False)
-
-    def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        ids = torch.zeros(len(prompts), self.length, dtype=torch.long)
-        for i, p in enumerate(prompts):
-            b = list(p.encode("utf-8"))[: self.length - 1]
-            ids[i, : len(b)] = torch.tensor(b, dtype=torch.long) + 2
-            ids[i, len(b)] = 1
-        return ids, (ids > 0).long()
+        self.tokenizer = ByteTokenizer(length)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = self.embed(ids)  # (B, K, D)
         ctx = (x * mask[..., None]).sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp(min=1)[..., None]
         return torch.tanh(self.mix(x + ctx))
-
-    def decode_ids(self, ids: torch.Tensor) -> list[str]:
-        out = []
-        for row in ids.tolist():
-            b = bytearray()
-            for i in row:
-                if i <= 1:
-                    break
-                b.append(i - 2)
-            out.append(b.decode("utf-8", errors="ignore"))
-        return out
-
-    @property
-    def vocab_size(self) -> int:
-        return 258
-
-    @property
-    def pad_id(self) -> int:
-        return 0
-
-    def truncated(self, prompt: str) -> bool:
-        return len(prompt.encode("utf-8")) > self.length - 1
 
 
 ENCODERS = ("minilm", "clip", "tiny")
@@ -215,3 +226,14 @@ def build_text_encoder(
     if enc.dim != dim:
         raise ConfigError(f"text.feature_dim={dim} but the {name} encoder gives {enc.dim}-d features")
     return enc
+
+
+def build_text_tokenizer(name: str, length: int, path: str | None = None) -> TextTokenizer:
+    """Only the tokenizer of the named encoder (cheap: no model weights)."""
+    if name == "minilm":
+        return minilm_tokenizer(length)
+    if name == "tiny":
+        return ByteTokenizer(length)
+    if name == "clip":
+        return load_clip(path, length).tokenizer
+    raise ConfigError(f"unknown text encoder {name!r}; choose one of: {', '.join(ENCODERS)}")

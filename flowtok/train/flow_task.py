@@ -1,0 +1,214 @@
+"""The flow model as a TrainTask: text -> image (t2i) or image -> text (i2t) on image latents.
+
+Data: image latents as tokenizer posteriors (mean, logvar; a fresh sample every step, as the
+reference code does) plus captions. Text features are computed once per distinct caption and
+cached (the encoder is frozen), so a step costs only the projector and flow model.
+Evaluation: for shapes data, ShapesEval on generated images (t2i) and caption accuracy on held-out
+images (i2t); for any data, the flow loss on held-out latents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from flowtok.config import FlowTokConfig
+from flowtok.flow.model import TextImageFlow
+from flowtok.tokenizer.model import Tokenizer
+from flowtok.train.tokenizer_task import epoch_indices
+
+GRID_PROMPTS = 16  # prompts in the periodic sample grid
+GRID_ZOOM = 2
+TEXT_BATCH = 256  # captions encoded per text-encoder call when filling the cache
+
+
+@dataclass
+class LatentSet:
+    """Posteriors of a set of images with their captions: mean, logvar (n, K, C) float32."""
+
+    mean: torch.Tensor
+    logvar: torch.Tensor
+    captions: list[str]
+    names: list[str]
+
+
+@torch.no_grad()
+def encode_images(tokenizer: Tokenizer, images: np.ndarray, batch_size: int = 256,
+                  progress=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (n, S, S, 3) -> posterior mean, logvar (n, K, C) on the CPU."""
+    means, logvars = [], []
+    for i in range(0, len(images), batch_size):
+        post = tokenizer.encode(torch.from_numpy(images[i:i + batch_size]))
+        means.append(post.mean.cpu())
+        logvars.append(post.logvar.cpu())
+        if progress is not None:
+            progress(min(batch_size, len(images) - i))
+    return torch.cat(means), torch.cat(logvars)
+
+
+def latents_from_folder(tokenizer: Tokenizer, folder: str | Path, limit: int | None = None,
+                        progress=None) -> LatentSet:
+    """Encode an image folder with captions (metadata.jsonl or .txt sidecars) into a LatentSet."""
+    from flowtok.data.imagefolder import load_folder
+    from flowtok.errors import DataError
+
+    loaded = load_folder(folder, tokenizer.cfg.image_size, limit)
+    missing = [r.name for r in loaded.records if not r.caption]
+    if missing:
+        raise DataError(f"{folder}: {len(missing)} images have no caption (e.g. {missing[0]}); "
+                        "add metadata.jsonl with file_name and text")
+    if len(loaded.records) == 0:
+        raise DataError(f"{folder}: no readable images found")
+    mean, logvar = encode_images(tokenizer, loaded.images, progress=progress)
+    return LatentSet(mean, logvar, [r.caption for r in loaded.records],
+                     [r.name for r in loaded.records])
+
+
+class TextCache:
+    """Frozen text features and token ids for every distinct caption, looked up by index."""
+
+    def __init__(self, encoder, captions: list[str], device: torch.device):
+        self.index = {c: i for i, c in enumerate(dict.fromkeys(captions))}
+        unique = list(self.index)
+        feats, ids = [], []
+        for i in range(0, len(unique), TEXT_BATCH):
+            chunk = unique[i:i + TEXT_BATCH]
+            feats.append(encoder.encode(chunk).half().cpu())
+            ids.append(encoder.tokenize(chunk)[0])
+        self.feats = torch.cat(feats).to(device)  # (U, K, D) fp16
+        self.ids = torch.cat(ids).to(device)  # (U, K) long
+
+    def lookup(self, captions: list[str]) -> torch.Tensor:
+        return torch.tensor([self.index[c] for c in captions], dtype=torch.long)
+
+
+def caption_vocabulary(ids: torch.Tensor, special_ids: list[int]) -> torch.Tensor:
+    """Sorted token ids the caption decoder can emit: those in the training captions + specials."""
+    return torch.unique(torch.cat([ids.flatten().cpu(), torch.tensor(special_ids, dtype=torch.long)]))
+
+
+class FlowTask:
+    """Trains one direction of FlowTok (``t2i`` or ``i2t``) on a LatentSet."""
+
+    def __init__(self, cfg: FlowTokConfig, direction: str, tokenizer: Tokenizer, text_encoder,
+                 train: LatentSet, val: LatentSet | None = None,
+                 eval_prompts: list[str] | None = None, device: torch.device | str = "cpu"):
+        self.cfg, self.tcfg, self.direction = cfg, cfg.train_flow, direction
+        self.device = torch.device(device)
+        self.tokenizer = tokenizer.eval().requires_grad_(False).to(self.device)
+        self.encoder = text_encoder.to(self.device)
+        self.train, self.val, self.eval_prompts = train, val, eval_prompts
+        all_caps = train.captions + (val.captions if val else []) + (eval_prompts or [])
+        self.text = TextCache(self.encoder, all_caps, self.device)
+        self.train_text = self.text.lookup(train.captions)
+        vocab = None
+        if direction == "i2t":
+            vocab = caption_vocabulary(self.text.ids, self.encoder.tokenizer.special_ids)
+        self.model = TextImageFlow(cfg, direction, vocab_ids=vocab)
+        self.model.set_latent_stats(train.mean)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"model": self.model}
+
+    def batch(self, step: int, generator: torch.Generator) -> dict[str, Any]:
+        idx = epoch_indices(len(self.train.mean), self.tcfg.batch_size, step, self.tcfg.seed)
+        eps = torch.randn(self.train.mean[idx].shape, generator=generator)
+        z = self.train.mean[idx] + torch.exp(0.5 * self.train.logvar[idx]) * eps
+        return {"z": z, "text": self.train_text[idx],
+                "seed": int(torch.randint(0, 2**62, (1,), generator=generator))}
+
+    def loss(self, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        text = batch["text"]
+        feats = self.text.feats[text].float()
+        g = torch.Generator(device=self.device).manual_seed(batch["seed"])
+        return self.model.loss(feats, batch["z"], self.text.ids[text], g)
+
+    # ----------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def generate(self, model: TextImageFlow, prompts: list[str], seed: int = 0,
+                 steps: int | None = None, guidance: float | None = None) -> np.ndarray:
+        """Prompts -> uint8 images (n, S, S, 3) with the given (EMA) model."""
+        from flowtok.eval.recon import to_uint8
+
+        fc = self.cfg.flow
+        out = []
+        for i in range(0, len(prompts), 128):
+            chunk = prompts[i:i + 128]
+            feats = self.text.feats[self.text.lookup(chunk)].float()
+            K, C = self.cfg.K, self.cfg.C
+            noise = torch.stack([torch.randn(K, C, generator=torch.Generator().manual_seed(seed + i + j))
+                                 for j in range(len(chunk))]).to(self.device)
+            lat = model.text_to_latent(feats, noise, steps or fc.steps,
+                                       fc.guidance if guidance is None else guidance)
+            out.append(to_uint8(self.tokenizer.decode(lat)))
+        return np.concatenate(out)
+
+    @torch.no_grad()
+    def caption_latents(self, model: TextImageFlow, mean: torch.Tensor, steps: int | None = None) -> list[str]:
+        ids = []
+        for i in range(0, len(mean), 256):
+            ids.append(model.latent_to_ids(mean[i:i + 256].to(self.device), steps or self.cfg.flow.steps,
+                                           self.cfg.flow.caption_guidance).cpu())
+        return self.encoder.tokenizer.decode_ids(torch.cat(ids))
+
+    @torch.no_grad()
+    def evaluate(self, ema_modules: dict[str, nn.Module], step: int) -> dict[str, float]:
+        from flowtok.eval import shapes_eval
+
+        model = ema_modules["model"].eval()
+        metrics: dict[str, float] = {}
+        if self.val is not None:
+            g = torch.Generator(device=self.device).manual_seed(0)
+            n = min(len(self.val.mean), 512)
+            text = self.text.lookup(self.val.captions[:n])
+            z = self.val.mean[:n].to(self.device)
+            _, logs = model.loss(self.text.feats[text].float(), z, self.text.ids[text], g)
+            metrics["val_flow"] = logs["flow"]
+        if self.direction == "t2i" and self.eval_prompts:
+            images = self.generate(model, self.eval_prompts)
+            scores = shapes_eval.score_images(list(images), self.eval_prompts)
+            metrics.update({f"shapes_{k}": float(v) for k, v in scores.items()
+                            if isinstance(v, float)})
+        if self.direction == "i2t" and self.val is not None:
+            n = min(len(self.val.mean), 300)
+            caps = self.caption_latents(model, self.val.mean[:n])
+            truth = self.val.captions[:n]
+            metrics["caption_exact"] = float(np.mean([c == t for c, t in zip(caps, truth)]))
+            if shapes_eval.parse_caption(truth[0]) is not None:
+                metrics["caption_all_correct"] = float(np.mean(
+                    [shapes_eval.caption_matches(c, t) for c, t in zip(caps, truth)]))
+        model.train()
+        return metrics
+
+    def samples(self, ema_modules: dict[str, nn.Module], step: int) -> Any:
+        if self.direction != "t2i":
+            return None
+        from PIL import Image
+
+        prompts = (self.eval_prompts or self.train.captions)[:GRID_PROMPTS]
+        model = ema_modules["model"].eval()
+        images = self.generate(model, prompts)
+        model.train()
+        cols = 8
+        rows = [np.concatenate(list(images[r:r + cols]), axis=1) for r in range(0, len(images), cols)]
+        if len(rows) > 1 and rows[-1].shape != rows[0].shape:
+            pad = np.zeros_like(rows[0])
+            pad[:, : rows[-1].shape[1]] = rows[-1]
+            rows[-1] = pad
+        grid = Image.fromarray(np.concatenate(rows, axis=0))
+        return grid.resize((grid.width * GRID_ZOOM, grid.height * GRID_ZOOM), Image.NEAREST)
+
+    def export(self, ema_modules: dict[str, nn.Module], out_dir: Path) -> None:
+        """Write a pipeline folder (tokenizer + this direction) to out_dir/model."""
+        from flowtok.pipeline import FlowTokPipeline
+
+        m = ema_modules["model"]
+        pipe = FlowTokPipeline(self.cfg, self.tokenizer, t2i=m if self.direction == "t2i" else None,
+                               i2t=m if self.direction == "i2t" else None, text_encoder=self.encoder,
+                               device=self.device)
+        pipe.save_pretrained(Path(out_dir) / "model")

@@ -1,0 +1,87 @@
+"""`flowtok train flow`: train text -> image (t2i) or image -> text (i2t) on tokenizer latents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flowtok_cli import common
+from flowtok_cli.options import ConfigOpt, DeviceOpt, JsonOpt, OutOpt, PresetOpt, SetOpt
+
+
+def flow(
+    data: Annotated[Path, typer.Option("--data", help="Training images with captions (metadata.jsonl).")],
+    tokenizer: Annotated[Path, typer.Option("--tokenizer", help="Trained tokenizer folder.")],
+    out: OutOpt,
+    task: Annotated[str, typer.Option("--task", help="t2i (text -> image) or i2t (image -> text).")] = "t2i",
+    val: Annotated[Path | None, typer.Option("--val", help="Held-out images with captions.")] = None,
+    eval_prompts: Annotated[int, typer.Option(
+        "--eval-prompts", help="Canonical shapes prompts scored by ShapesEval at each evaluation "
+        "(t2i on shapes data; 0 disables).")] = 200,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue exactly from OUT/checkpoints/latest.")] = False,
+    max_minutes: Annotated[float | None, typer.Option(
+        "--max-minutes", help="Stop cleanly (with a checkpoint) after this many minutes.")] = None,
+    device: DeviceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train one direction of FlowTok; the EMA model is exported to OUT/model/ (a model folder
+    that `flowtok generate --model` / `flowtok caption --model` read).
+
+    Examples:
+      flowtok train flow --data data/shapes/train --val data/shapes/val --tokenizer runs/tok/model -o runs/t2i
+      flowtok train flow --task i2t --data data/shapes/train --val data/shapes/val --tokenizer runs/tok/model -o runs/i2t
+      flowtok train flow ... --set train_flow.max_steps=4000 --max-minutes 30
+    """
+    import signal
+
+    from flowtok.config import load_config
+    from flowtok.errors import ConfigError
+    from flowtok.text.encoders import build_text_encoder
+    from flowtok.tokenizer.model import Tokenizer
+    from flowtok.train.flow_task import FlowTask, latents_from_folder
+    from flowtok.train.trainer import Trainer, resolve_device
+
+    if task not in ("t2i", "i2t"):
+        raise ConfigError(f"--task {task!r}: use t2i or i2t")
+    if resume and (out / "config.json").is_file() and preset is None and config is None and not overrides:
+        cfg = load_config(out / "config.json")
+    else:
+        cfg = common.resolve_cli_config(preset, config, overrides)
+    tok = Tokenizer.from_pretrained(tokenizer)
+    cfg.tokenizer = tok.cfg  # the flow model lives in this tokenizer's latent space
+    dev = resolve_device(device)
+    tok.to(dev)
+    typer.echo(f"encoding {data} with the tokenizer …", err=True)
+    train = latents_from_folder(tok, data)
+    val_set = latents_from_folder(tok, val, limit=1000) if val is not None else None
+    prompts = None
+    if task == "t2i" and eval_prompts > 0:
+        from flowtok.eval.shapes_eval import parse_caption
+
+        if parse_caption(train.captions[0]) is not None:
+            from flowtok.data.shapes import canonical_prompts
+
+            prompts = canonical_prompts(eval_prompts, seed=0)
+    t = cfg.text
+    encoder = build_text_encoder(t.encoder, cfg.K, t.feature_dim, t.encoder_path)
+    flow_task = FlowTask(cfg, task, tok, encoder, train, val_set, prompts, device=dev)
+    trainer = Trainer(flow_task, cfg.train_flow, out, full_config=cfg, device=str(dev),
+                      progress=not json_out and common.is_tty())
+    if resume and not (out / "checkpoints" / "latest").is_file():
+        common.warn(f"{out}: no checkpoint to resume from; starting from step 0")
+    result = trainer.fit(resume=resume, max_minutes=max_minutes)
+    result["model"] = str(out / "model")
+    if json_out:
+        common.print_json(result)
+    else:
+        rows = [("task", task), ("steps", str(result["step"])), ("stopped", result["stopped"]),
+                ("minutes", f"{result['minutes']:.1f}"), ("model", result["model"])]
+        rows += [(k, f"{v:.4g}") for k, v in result["eval"].items()]
+        common.print_table(rows, title="flow training")
+    if result["stopped"] == "interrupted":
+        raise typer.Exit(code=128 + signal.SIGINT)
