@@ -148,7 +148,10 @@ class FlowTokPipeline:
             raise CheckpointError(f"{path}: has neither t2i/ nor i2t/; nothing to run")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         pipe = cls(cfg, tok, t2i, i2t, device=device)
-        pipe.model_id = path.name if path != default_model_path() else f"flowtok-default-{cfg.name}"
+        if path == default_model_path():
+            pipe.model_id = f"flowtok-default-{cfg.name}"
+        else:  # run folders export to RUN/model: name the run, not "model"
+            pipe.model_id = f"{path.parent.name}/{path.name}" if path.name == "model" else path.name
         return pipe
 
     def save_pretrained(self, path: str | os.PathLike, dtype: torch.dtype | None = None,

@@ -1,0 +1,57 @@
+"""`flowtok caption`: image -> text with the same flow run from image latent to text latent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from flowtok_cli import common
+from flowtok_cli.options import DeviceOpt, JsonOpt
+
+
+def caption(
+    images: Annotated[list[Path], typer.Argument(help="Image files (png, jpg, webp, bmp, gif).")],
+    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Model folder (default: shipped model).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Euler steps (default: the model's).")] = None,
+    device: DeviceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write a caption for each image. Unreadable files are reported and the exit code is 1
+    after the readable ones are captioned.
+
+    Examples:
+      flowtok caption img.png
+      flowtok caption a.png b.jpg --model runs/i2t/model --json
+    """
+    from flowtok.data.imagefolder import load_image
+    from flowtok.errors import ConfigError, DataError
+    from flowtok.pipeline import FlowTokPipeline
+
+    if steps is not None and steps <= 0:
+        raise ConfigError(f"--steps {steps}: the number of Euler steps must be at least 1")
+    pipe = FlowTokPipeline.from_pretrained(model, device=device)
+    if pipe.i2t is None:
+        raise ConfigError(f"{model}: this model folder has no image-to-text part (i2t/)")
+    size = pipe.tokenizer.cfg.image_size
+    arrays, names, failed = [], [], []
+    for path in images:
+        try:
+            if not path.is_file():
+                raise DataError(f"{path}: no such file")
+            arrays.append(load_image(path, size))
+            names.append(str(path))
+        except DataError as e:
+            failed.append(str(e))
+    captions = pipe.caption(arrays, num_inference_steps=steps) if arrays else []
+    results = [{"image": n, "caption": c} for n, c in zip(names, captions)]
+    if json_out:
+        common.print_json({"captions": results, "errors": failed})
+    else:
+        for r in results:
+            typer.echo(f"{r['image']}\t{r['caption']}" if len(images) > 1 else r["caption"])
+    for msg in failed:
+        typer.echo(f"error: {msg}", err=True)
+    if failed:
+        raise typer.Exit(code=1)
