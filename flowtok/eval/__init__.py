@@ -1,0 +1,1 @@
+"""Scoring: ShapesEval (exact, from pixels), reconstruction metrics, FID, captions."""

@@ -1,0 +1,53 @@
+"""`flowtok eval shapes`: score a folder of images against their prompts with ShapesEval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flowtok_cli.common import print_json, print_table
+
+ROWS = ("color", "shape", "size", "position", "count", "all_correct")
+
+
+def shapes(
+    folder: Annotated[Path, typer.Argument(help="Folder with images and metadata.jsonl.")],
+    failures: Annotated[
+        int, typer.Option("--failures", min=0, help="How many failed images to list in the table.")
+    ] = 5,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print JSON (every failure included) instead of a table.")
+    ] = False,
+) -> None:
+    """Score images against their prompts: colour, shape, size, position, count, all-correct.
+
+    FOLDER holds images and a metadata.jsonl whose "text" is each image's prompt (a shapes data
+    set, or generated images with their prompts). Prompts outside the caption grammar score as
+    wrong and are counted. Size is scored only for prompts that name one.
+
+    Examples:
+      flowtok eval shapes data/shapes/val
+      flowtok eval shapes runs/t2i/samples --json
+    """
+    from flowtok.eval.shapes_eval import score_folder
+
+    result = score_folder(folder)
+    if json_out:
+        print_json(result)
+        return
+    rows = []
+    for key in ROWS:
+        value = result[key]
+        scored = result["scored"].get(key, result["n"])
+        rows.append((key, "-" if value is None else f"{100 * value:6.2f}%  ({scored} images)"))
+    rows.append(("unparseable", str(result["unparseable"])))
+    print_table(rows, f"ShapesEval: {folder} ({result['n']} images)")
+    shown = result["failures"][:failures]
+    if shown:
+        typer.echo(f"failures (first {len(shown)} of {result['n'] - round(result['all_correct'] * result['n'])}):")
+        for f in shown:
+            seen = "; ".join(f["seen"]) or "nothing"
+            typer.echo(f"  {f.get('file_name', f['index'])}: {f['prompt']!r}  wrong: "
+                       f"{', '.join(f['wrong'])}  seen: {seen}")
