@@ -52,7 +52,7 @@ def emoji(
     """Make the emoji text-image data set: 64 px Noto (google) and Twemoji (twitter) images on
     white, captioned with their CLDR names ("cat face"), split into train/ and val/.
 
-    Fetches emoji-datasource-google, emoji-datasource-twitter and emojibase-data with `npm pack`
+    Fetches emoji-datasource-google, emoji-datasource-twitter and emojibase-data with npm pack
     unless --from names a folder that already holds them. Licences go to DIR/licenses/.
 
     Examples:

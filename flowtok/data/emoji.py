@@ -129,7 +129,7 @@ class EmojiEntry:
 def fetch_packages(dest: str | Path, styles: Iterable[str] = tuple(STYLE_PACKAGES)) -> Path:
     """Download the packages' tarballs into ``dest`` with ``npm pack`` (kept: a cache that
     ``--from dest`` reuses); tarballs already there are not fetched again. Returns ``dest``."""
-    dest = Path(dest)
+    dest = Path(dest).resolve()  # npm runs inside dest: a relative path would point elsewhere
     dest.mkdir(parents=True, exist_ok=True)
     npm = shutil.which("npm")
     names = [STYLE_PACKAGES[s] for s in styles] + [CAPTION_PACKAGE]
@@ -150,7 +150,8 @@ def fetch_packages(dest: str | Path, styles: Iterable[str] = tuple(STYLE_PACKAGE
         except subprocess.TimeoutExpired as e:
             raise DataError(f"npm pack {name}@{version} timed out; pass --from DIR") from e
         if done.returncode != 0 or not (dest / f"{name}-{version}.tgz").is_file():
-            why = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            said = [ln for ln in (done.stderr + done.stdout).splitlines() if ln.strip()]
+            why = said[-1].strip() if said else f"exit code {done.returncode}"
             raise DataError(
                 f"npm pack {name}@{version} failed ({why}); check the network or pass "
                 f"--from DIR with the unpacked packages or their .tgz files"
