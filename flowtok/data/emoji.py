@@ -208,7 +208,7 @@ def _extract(tarball: Path, stack: ExitStack) -> Path:
 
 
 def caption_from_label(label: str) -> str:
-    """CLDR label -> caption: lower-case ASCII, "flag: Japan" -> "flag of japan", other
+    """CLDR label -> caption: lower-case ASCII, "flag: Japan" -> "flag of japan",
     "keycap: 1" -> "keycap 1", other "a: b" qualifiers -> "a, b" ("man, red hair")."""
     text = unicodedata.normalize("NFKD", label.translate(_ASCII_PUNCTUATION))
     text = "".join(c for c in text if not unicodedata.combining(c)).lower().strip()
