@@ -74,7 +74,8 @@ MIN_SHAPE_IOU = 0.5  # a component unlike every template has no shape
 MAX_FAILURES_LISTED = 10_000  # aggregate results keep at most this many failure records
 
 _PALETTE_NAMES = list(PALETTE)
-_PALETTE_RGB = np.array(list(PALETTE.values()), dtype=np.float32)  # (8, 3)
+_PALETTE_RGB = np.array(list(PALETTE.values()), dtype=np.float64)  # (8, 3)
+_PALETTE_SQ = (_PALETTE_RGB**2).sum(1)  # (8,) |p|^2
 
 
 @dataclass(frozen=True)
@@ -99,14 +100,15 @@ class Detected:
 # ---------------------------------------------------------------- reading pixels
 def classify_pixels(image: np.ndarray) -> np.ndarray:
     """Palette index of each pixel, -1 for background: int (H, W) from uint8 (H, W, 3)."""
-    c = image.astype(np.float32)  # (H, W, 3)
-    alpha = np.clip(c @ _PALETTE_RGB.T / (_PALETTE_RGB**2).sum(1), 0.0, MAX_BRIGHTNESS)  # (H, W, 8)
-    residual = np.linalg.norm(c[..., None, :] - alpha[..., None] * _PALETTE_RGB, axis=-1)  # (H, W, 8)
-    best = residual.argmin(-1)  # (H, W)
+    c = image.astype(np.float64)  # (H, W, 3)
+    dots = c @ _PALETTE_RGB.T  # (H, W, 8) <c, p>
+    alpha = np.clip(dots / _PALETTE_SQ, 0.0, MAX_BRIGHTNESS)  # (H, W, 8)
+    # |c - alpha p|^2 = |c|^2 - 2 alpha <c, p> + alpha^2 |p|^2
+    residual_sq = (c * c).sum(-1, keepdims=True) - 2 * alpha * dots + alpha**2 * _PALETTE_SQ
+    best = residual_sq.argmin(-1)  # (H, W)
     a = np.take_along_axis(alpha, best[..., None], -1)[..., 0]
-    r = np.take_along_axis(residual, best[..., None], -1)[..., 0]
-    norm = np.linalg.norm(_PALETTE_RGB, axis=1)[best]
-    foreground = (a >= MIN_BRIGHTNESS) & (r <= MAX_OFF_PALETTE * a * norm)
+    r_sq = np.take_along_axis(residual_sq, best[..., None], -1)[..., 0]
+    foreground = (a >= MIN_BRIGHTNESS) & (r_sq <= (MAX_OFF_PALETTE * a) ** 2 * _PALETTE_SQ[best])
     return np.where(foreground, best, -1)
 
 
