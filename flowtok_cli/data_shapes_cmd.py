@@ -40,9 +40,9 @@ def shapes(
 ) -> None:
     """Write the procedural shapes data set: PNGs + metadata.jsonl ({"file_name", "text"}).
 
-    Image i depends only on (--seed, i). With --val the last images go to OUT/val/ and the
-    rest to OUT/train/, each with its own metadata.jsonl; OUT/dataset.json records the arguments.
-    An earlier shapes data set in OUT is replaced; any other non-empty folder is refused.
+    Image i depends only on (--seed, i). --val puts the last images in OUT/val/, the rest in OUT/train/.
+
+    OUT/dataset.json records the arguments. An earlier shapes data set in OUT is replaced.
 
     Examples:
       flowtok data shapes -o data/shapes --n 20000 --size 32 --seed 0

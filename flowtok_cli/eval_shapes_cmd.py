@@ -23,9 +23,11 @@ def shapes(
 ) -> None:
     """Score images against their prompts: colour, shape, size, position, count, all-correct.
 
-    FOLDER holds images and a metadata.jsonl whose "text" is each image's prompt (a shapes data
-    set, or generated images with their prompts). Prompts outside the caption grammar score as
-    wrong and are counted. Size is scored only for prompts that name one.
+    FOLDER holds images and a metadata.jsonl whose "text" is each image's prompt.
+
+    Prompts outside the caption grammar score as wrong and are counted as unparseable.
+
+    Size is scored only for prompts that name one (not two-object prompts).
 
     Examples:
       flowtok eval shapes data/shapes/val
@@ -46,7 +48,8 @@ def shapes(
     print_table(rows, f"ShapesEval: {folder} ({result['n']} images)")
     shown = result["failures"][:failures]
     if shown:
-        typer.echo(f"failures (first {len(shown)} of {result['n'] - round(result['all_correct'] * result['n'])}):")
+        failed = result["n"] - round(result["all_correct"] * result["n"])
+        typer.echo(f"failures (first {len(shown)} of {failed}):")
         for f in shown:
             seen = "; ".join(f["seen"]) or "nothing"
             typer.echo(f"  {f.get('file_name', f['index'])}: {f['prompt']!r}  wrong: "

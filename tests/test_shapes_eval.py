@@ -201,6 +201,14 @@ def test_dimmed_colours_count_but_other_hues_and_dark_pixels_do_not():
         assert result["color"] is False and result["all_correct"] is False, off_hue
 
 
+def test_an_object_painted_in_two_colours_has_no_colour():
+    image = _image("a large red square in the center")
+    image[:, 16:][image[:, 16:].any(-1)] = (50, 90, 230)  # right half blue
+    (det,) = E.detect_objects(image)
+    assert det.color is None and det.shape == "square" and 0.4 < det.color_purity < 0.6
+    assert E.judge(image, "a large red square in the center")["color"] is False
+
+
 def test_random_noise_is_not_a_shape():
     rng = np.random.default_rng(0)
     for _ in range(5):

@@ -13,7 +13,8 @@ Reading an image (``detect_objects``), for an S x S RGB image:
    and their colour right, while a pixel of another hue is still refused.
 2. Objects. Foreground pixels are grouped into 8-connected components (own labelling, no
    scipy); components under MIN_OBJECT_FRACTION (2%) of the canvas are specks and dropped.
-3. Per object: colour = majority pixel colour; size = the named size whose box side is nearest
+3. Per object: colour = majority pixel colour, or None when under MIN_COLOR_PURITY of the
+   object's pixels have it; size = the named size whose box side is nearest
    to the bounding box's mean side (w + h) / 2; position = the 3x3 cell of the pixel centroid;
    shape = the template (``shapes.shape_mask`` rendered at the object's bounding box) with the
    highest IoU, or None when even that is below MIN_SHAPE_IOU.
@@ -71,6 +72,7 @@ MIN_BRIGHTNESS = 0.5  # foreground: at least half as bright as the nearest palet
 MAX_BRIGHTNESS = 1.25  # brighter than the palette counts as the palette colour, up to this factor
 MAX_OFF_PALETTE = 0.3  # residual / |alpha p|: tan of the largest hue error accepted (~17 degrees)
 MIN_SHAPE_IOU = 0.5  # a component unlike every template has no shape
+MIN_COLOR_PURITY = 0.6  # a component mixing colours more than this has no colour
 MAX_FAILURES_LISTED = 10_000  # aggregate results keep at most this many failure records
 
 _PALETTE_NAMES = list(PALETTE)
@@ -82,7 +84,7 @@ _PALETTE_SQ = (_PALETTE_RGB**2).sum(1)  # (8,) |p|^2
 class Detected:
     """One object read from pixels. bbox = (x0, y0, width, height); (cx, cy) = pixel centroid."""
 
-    color: str
+    color: str | None
     shape: str | None
     size: str
     position: str
@@ -94,7 +96,8 @@ class Detected:
     color_purity: float  # share of the object's pixels of its majority colour
 
     def describe(self) -> str:
-        return f"{self.size} {self.color} {self.shape or 'unknown shape'} @ {self.position}"
+        color, shape = self.color or "mixed-colour", self.shape or "unknown shape"
+        return f"{self.size} {color} {shape} @ {self.position}"
 
 
 # ---------------------------------------------------------------- reading pixels
@@ -172,8 +175,9 @@ def detect_objects(image: np.ndarray) -> list[Detected]:
             template = shape_mask(shape, w, h)
             ious[shape] = float((template & local).sum() / (template | local).sum())
         shape = max(SHAPES, key=lambda name: ious[name])
+        purity = float(votes.max() / len(ys))
         found.append(Detected(
-            color=_PALETTE_NAMES[int(votes.argmax())],
+            color=_PALETTE_NAMES[int(votes.argmax())] if purity >= MIN_COLOR_PURITY else None,
             shape=shape if ious[shape] >= MIN_SHAPE_IOU else None,
             size=size,
             position=POSITIONS[3 * row + col],
@@ -182,7 +186,7 @@ def detect_objects(image: np.ndarray) -> list[Detected]:
             bbox=(x0, y0, w, h),
             area=len(ys),
             shape_iou=ious[shape],
-            color_purity=float(votes.max() / len(ys)),
+            color_purity=purity,
         ))
     return sorted(found, key=lambda d: (d.cx, d.cy))
 
@@ -332,8 +336,12 @@ def score_folder(folder: str | Path) -> dict:
     """Score every image listed in ``folder/metadata.jsonl`` against its "text"; see score_images."""
     folder = Path(folder)
     pairs = read_metadata(folder)
-    images = [load_rgb(folder / name) for name, _ in pairs]
-    return score_images(images, [text for _, text in pairs], [name for name, _ in pairs])
+    missing = [name for name, _ in pairs if not (folder / name).is_file()]
+    if missing:  # before judging anything: a half-scored folder is no score
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise DataError(f"{folder / missing[0]}: image listed in metadata.jsonl not found{more}")
+    results = [judge(load_rgb(folder / name), text) for name, text in pairs]  # one image at a time
+    return _aggregate(results, [name for name, _ in pairs])
 
 
 # ---------------------------------------------------------------- captions
