@@ -176,6 +176,7 @@ def test_canonical_prompts_are_fixed_balanced_distinct_and_grammatical():
     left_colours = Counter(s[0].color for s in two)
     assert max(left_colours.values()) - min(left_colours.values()) <= 1
     assert all((a.color, a.shape) != (b.color, b.shape) for a, b in two)
+    assert len(S.canonical_prompts(1, seed=0)) == 1 and len(set(S.canonical_prompts(700))) == 700
 
 
 @pytest.mark.parametrize("size", [32, 48, 64, 128])

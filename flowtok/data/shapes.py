@@ -331,19 +331,26 @@ def scene_from_caption(text: str, size: int, rng: np.random.Generator) -> Scene:
 def _balanced(rng: np.random.Generator, k: int, n: int) -> np.ndarray:
     """n values from range(k), each appearing n // k or n // k + 1 times, in random order."""
     reps = -(-n // k)
-    return np.concatenate([rng.permutation(k) for _ in range(reps)])[:n]
+    return np.concatenate([rng.permutation(k) for _ in range(reps)] + [np.zeros(0, int)])[:n]
 
 
 def _make_rows_unique(
-    rng: np.random.Generator, table: np.ndarray, valid: Callable[[tuple], bool], tries: int = 2000
+    rng: np.random.Generator,
+    table: np.ndarray,
+    valid: Callable[[tuple], bool],
+    distinct: int,
+    tries: int = 2000,
 ) -> None:
     """Swap single entries between rows (columns keep their counts) until rows are unique and valid.
 
-    Best effort: stops trying on a row after `tries` swaps (only when n exceeds the distinct rows).
+    Rows repeat only after all `distinct` valid rows were used. Best effort: a row keeps its value
+    after `tries` swaps that did not help.
     """
     n, width = table.shape
     seen: set[tuple] = set()
     for i in range(n):
+        if len(seen) == distinct:
+            seen.clear()
         for _ in range(tries):
             row = tuple(int(v) for v in table[i])
             if row not in seen and valid(row):
@@ -366,7 +373,7 @@ def canonical_prompts(n: int, seed: int = 0, two_object_fraction: float = TWO_OB
     """A fixed, balanced list of n grammatical prompts to score text-to-image models on.
 
     round(two_object_fraction * n) two-object prompts, the rest one-object; within each kind every
-    colour, shape, size, cell (and "in"/"at") appears equally often (to within one), prompts are
+    colour, shape, size and cell appears equally often (to within one), prompts are
     distinct as long as the grammar allows, and the order is shuffled. Same (n, seed): same list.
     """
     if n < 1:
@@ -379,13 +386,15 @@ def canonical_prompts(n: int, seed: int = 0, two_object_fraction: float = TWO_OB
         [_balanced(rng, len(colors), n_one), _balanced(rng, len(SHAPES), n_one),
          _balanced(rng, len(sizes), n_one), _balanced(rng, len(POSITIONS), n_one)], axis=1
     )
-    _make_rows_unique(rng, one, lambda r: True)
+    distinct_one = len(colors) * len(SHAPES) * len(sizes) * len(POSITIONS)
+    _make_rows_unique(rng, one, lambda r: True, distinct=distinct_one)
     preps = _balanced(rng, 2, n_one)
     two = np.stack(
         [_balanced(rng, len(colors), n_two), _balanced(rng, len(SHAPES), n_two),
          _balanced(rng, len(colors), n_two), _balanced(rng, len(SHAPES), n_two)], axis=1
     )
-    _make_rows_unique(rng, two, lambda r: (r[0], r[1]) != (r[2], r[3]))
+    kinds = len(colors) * len(SHAPES)
+    _make_rows_unique(rng, two, lambda r: (r[0], r[1]) != (r[2], r[3]), distinct=kinds * (kinds - 1))
     prompts = [
         f"a {sizes[z]} {colors[c]} {SHAPES[k]} {_where(POSITIONS[p], ('in', 'at')[w])}"
         for (c, k, z, p), w in zip(one.tolist(), preps.tolist())
