@@ -109,7 +109,9 @@ class FlowTask:
         vocab = None
         if direction == "i2t":
             vocab = caption_vocabulary(self.text.ids, self.encoder.tokenizer.special_ids)
-        self.model = TextImageFlow(cfg, direction, vocab_ids=vocab)
+        with torch.random.fork_rng(devices=[]):  # initial weights depend on the seed alone
+            torch.manual_seed(self.tcfg.seed)
+            self.model = TextImageFlow(cfg, direction, vocab_ids=vocab)
         self.model.set_latent_stats(train.mean)
 
     def modules(self) -> dict[str, nn.Module]:
