@@ -18,8 +18,9 @@ def caption(
     device: DeviceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Write a caption for each image. Unreadable files are reported and the exit code is 1
-    after the readable ones are captioned.
+    """Write a caption for each image (image latent -> text latent by flow, then the decoder).
+
+    Unreadable files are reported and the exit code is 1 after the readable ones are captioned.
 
     Examples:
       flowtok caption img.png

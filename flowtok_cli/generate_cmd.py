@@ -66,8 +66,10 @@ def generate(
     device: DeviceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Generate images from text. PNGs carry prompt, seed, steps, guidance and model id in their
-    text metadata; OUT/metadata.jsonl lists them (so `flowtok eval shapes OUT` can score them).
+    """Generate images from text (text -> image latent by flow, then the tokenizer's decoder).
+
+    PNGs carry prompt, seed, steps, guidance and model id in their text metadata;
+    OUT/metadata.jsonl lists them, so `flowtok eval shapes OUT` can score them.
     Image i of seed s is the same whatever -n or --batch-size.
 
     Examples:
