@@ -37,7 +37,7 @@ INIT_STD = 0.02  # ViT-style truncated-normal init for embeddings and linears
 def rope_2d_angles(grid: int, head_dim: int, theta: float) -> torch.Tensor:
     """Rotation angles for a grid x grid image, row-major: (grid*grid, head_dim / 2).
 
-    The first half of each head's channel pairs rotates with the row index, the second half with
+    The first half of each head's rotation pairs turns with the row index, the second half with
     the column index (axial RoPE); frequencies theta^(-i / (head_dim / 4)).
     """
     if head_dim % 4:
@@ -51,17 +51,19 @@ def rope_2d_angles(grid: int, head_dim: int, theta: float) -> torch.Tensor:
     return torch.cat([ang_r, ang_c], dim=-1).float()  # (N, D/2)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_rot: int) -> torch.Tensor:
-    """Rotate channel pairs (2i, 2i+1) of the first ``n_rot`` tokens; the rest pass unchanged.
+def rope_tables(angles: torch.Tensor, n_extra: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos / sin tables (N + n_extra, D) in the rotate-half layout; the ``n_extra`` trailing
+    (latent / text) tokens get angle 0, i.e. no rotation, so one fused expression covers the
+    whole sequence without slicing."""
+    full = torch.cat([angles, angles.new_zeros(n_extra, angles.shape[1])], dim=0)  # (N+E, D/2)
+    full = torch.cat([full, full], dim=-1)  # (N+E, D)
+    return full.cos(), full.sin()
 
-    x: (B, H, N, D); cos, sin: (n_rot, D/2).
-    """
-    head, tail = x[:, :, :n_rot], x[:, :, n_rot:]
-    x1, x2 = head[..., 0::2], head[..., 1::2]  # (B, H, n_rot, D/2)
-    r1 = x1 * cos - x2 * sin
-    r2 = x1 * sin + x2 * cos
-    rotated = torch.stack([r1, r2], dim=-1).flatten(-2)  # (B, H, n_rot, D)
-    return torch.cat([rotated.to(x.dtype), tail], dim=2)
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate-half RoPE: x * cos + rotate_half(x) * sin. x: (B, H, N, D); cos, sin: (N, D)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
 
 # ----------------------------------------------------------------------------- layers
@@ -83,8 +85,7 @@ class Attention(nn.Module):
         B, N, W = x.shape
         qkv = self.qkv(x).view(B, N, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]  # (B, H, N, D)
-        n_rot = cos.shape[0]
-        q, k = apply_rope(q, cos, sin, n_rot), apply_rope(k, cos, sin, n_rot)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         y = flowtok_kernels.attention(q, k, v)  # (B, H, N, D)
         return self.proj(y.transpose(1, 2).reshape(B, N, W))
 
@@ -118,9 +119,10 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-def _rope_buffers(cfg: TokenizerConfig, width: int, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _rope_buffers(cfg: TokenizerConfig, width: int, heads: int, n_extra: int
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     angles = rope_2d_angles(cfg.image_size // cfg.patch_size, width // heads, cfg.rope_theta)
-    return angles.cos(), angles.sin()  # (N, D/2) each
+    return rope_tables(angles, n_extra)  # (N + n_extra, D) each
 
 
 # ----------------------------------------------------------------------------- encoder / decoder
@@ -134,6 +136,9 @@ class Encoder(nn.Module):
         self.cfg = cfg
         p, w = cfg.patch_size, cfg.enc_width
         self.patch_embed = nn.Linear(3 * p * p, w)
+        n = (cfg.image_size // p) ** 2
+        # learned absolute positions on top of RoPE, zero at init (see Decoder.mask_pos)
+        self.patch_pos = nn.Parameter(torch.zeros(n, w))
         self.latent_tokens = nn.Parameter(torch.randn(cfg.num_latent_tokens, w) * INIT_STD)
         self.latent_pos = nn.Parameter(torch.randn(cfg.num_latent_tokens, w) * INIT_STD)
         self.blocks = nn.ModuleList(
@@ -141,13 +146,13 @@ class Encoder(nn.Module):
         )
         self.norm = nn.LayerNorm(w)
         self.to_moments = nn.Linear(w, 2 * cfg.token_channels)
-        cos, sin = _rope_buffers(cfg, w, cfg.enc_heads)
+        cos, sin = _rope_buffers(cfg, w, cfg.enc_heads, cfg.num_latent_tokens)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         B = images.shape[0]
-        x = self.patch_embed(patchify(images, self.cfg.patch_size))  # (B, N, W)
+        x = self.patch_embed(patchify(images, self.cfg.patch_size)) + self.patch_pos  # (B, N, W)
         lat = (self.latent_tokens + self.latent_pos).expand(B, -1, -1)  # (B, K, W)
         x = torch.cat([x, lat], dim=1)
         for blk in self.blocks:
@@ -172,6 +177,23 @@ class ConvRefine(nn.Module):
         return x + self.conv(x)
 
 
+class LightRefine(nn.Module):
+    """A light convolutional refinement: 3x3 conv to REFINE_HIDDEN channels, GELU, 3x3 conv back
+    to RGB, added residually (last conv zero-initialised). Unlike the single linear conv it can
+    sharpen: it sees each pixel's neighbourhood across patch borders and thresholds nonlinearly.
+    """
+
+    def __init__(self, hidden: int = 32):
+        super().__init__()
+        self.conv_in = nn.Conv2d(3, hidden, 3, padding=1)
+        self.conv_out = nn.Conv2d(hidden, 3, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv_out(F.gelu(self.conv_in(x)))
+
+
 class Decoder(nn.Module):
     """Mask tokens + latents (+ text tokens) -> RGB (B, 3, H, W) in about [-1, 1]."""
 
@@ -181,6 +203,11 @@ class Decoder(nn.Module):
         p, w, K = cfg.patch_size, cfg.dec_width, cfg.num_latent_tokens
         self.grid = cfg.image_size // p
         self.mask_token = nn.Parameter(torch.randn(1, 1, w) * INIT_STD)
+        # Learned absolute positions for the mask tokens, zero at init (so training starts as
+        # the paper's RoPE-only decoder). With RoPE alone every mask token enters identical and
+        # can locate itself only through rotated queries against unrotated latent keys; an
+        # absolute embedding tells it where it is from the first layer on.
+        self.mask_pos = nn.Parameter(torch.zeros(self.grid * self.grid, w))
         self.latent_in = nn.Linear(cfg.token_channels, w)
         self.latent_pos = nn.Parameter(torch.randn(K, w) * INIT_STD)
         if cfg.text_guidance:
@@ -192,24 +219,25 @@ class Decoder(nn.Module):
         self.norm = nn.LayerNorm(w)
         self.to_pixels = nn.Linear(w, 3 * p * p)
         self.refine = ConvRefine() if cfg.conv_refine else nn.Identity()
-        cos, sin = _rope_buffers(cfg, w, cfg.dec_heads)
+        n_extra = K * (2 if cfg.text_guidance else 1)
+        cos, sin = _rope_buffers(cfg, w, cfg.dec_heads, n_extra)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
     def forward(self, z: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         """z: (B, K, C) unscaled latents; text: (B, K, text_dim) or None."""
         B, n = z.shape[0], self.grid * self.grid
-        parts = [self.mask_token.expand(B, n, -1), self.latent_in(z) + self.latent_pos]
+        parts = [(self.mask_token + self.mask_pos).expand(B, n, -1),
+                 self.latent_in(z) + self.latent_pos]
         if self.cfg.text_guidance:
-            if text is None:  # unconditional decode: text tokens are simply absent
-                pass
-            else:
+            if text is not None:  # without text the text tokens are simply absent
                 parts.append(self.text_in(text[:, : self.cfg.num_latent_tokens]) + self.text_pos)
         elif text is not None:
             raise ConfigError("decode(text=...) needs a tokenizer built with text_guidance: true")
         x = torch.cat(parts, dim=1)
+        cos, sin = self.rope_cos[: x.shape[1]], self.rope_sin[: x.shape[1]]
         for blk in self.blocks:
-            x = blk(x, self.rope_cos, self.rope_sin)
+            x = blk(x, cos, sin)
         patches = self.to_pixels(self.norm(x[:, :n]))  # (B, N, 3 p p)
         return self.refine(unpatchify(patches.float(), self.cfg.patch_size, self.grid))
 

@@ -55,21 +55,29 @@ def reconstruction_grid(originals: np.ndarray, recons: np.ndarray, zoom: int = G
     return img.resize((img.width * zoom, img.height * zoom), Image.NEAREST)
 
 
+@torch.no_grad()
+def reconstruct(tok: Tokenizer, images: np.ndarray, batch_size: int = 100) -> np.ndarray:
+    """uint8 (N, S, S, 3) -> uint8 reconstructions through the posterior mean."""
+    from flowtok.eval.recon import to_uint8
+
+    outs = []
+    for i in range(0, len(images), batch_size):
+        x = torch.from_numpy(images[i: i + batch_size])
+        outs.append(to_uint8(tok.decode(tok.encode(x).mean)))
+    return np.concatenate(outs) if outs else images[:0]
+
+
 def shapes_prompts(captions: list[str | None]) -> list[str] | None:
     """The captions when every one is a shapes prompt ShapesEval can parse, else None."""
     if not captions or any(c is None for c in captions):
         return None
     try:
-        from flowtok.eval import shapes_eval
+        from flowtok.data.shapes import parse_caption
+        from flowtok.eval import shapes_eval  # noqa: F401 - the judge must exist too
     except ImportError:
         return None
-    parse = getattr(shapes_eval, "parse_prompt", None)
-    if parse is not None:
-        try:
-            for c in captions[:8]:
-                parse(c)
-        except Exception:  # noqa: BLE001 - any parse failure means "not shapes captions"
-            return None
+    if any(parse_caption(c) is None for c in captions):
+        return None
     return list(captions)  # type: ignore[arg-type]
 
 
@@ -109,22 +117,12 @@ class TokenizerTask:
             logs.update(gan_g=float(g_loss.detach()), gan_d=float(d_loss.detach()))
         return total, logs
 
-    @torch.no_grad()
-    def reconstruct(self, tok: Tokenizer, images: np.ndarray, batch_size: int = 100) -> np.ndarray:
-        from flowtok.eval.recon import to_uint8
-
-        outs = []
-        for i in range(0, len(images), batch_size):
-            x = torch.from_numpy(images[i: i + batch_size])
-            outs.append(to_uint8(tok.decode(tok.encode(x).mean)))
-        return np.concatenate(outs) if outs else images[:0]
-
     def evaluate(self, ema_modules: dict[str, nn.Module], step: int) -> dict[str, float]:
         if self.val_images is None or len(self.val_images) == 0:
             return {}
         from flowtok.eval.recon import mean_psnr, ssim
 
-        recon = self.reconstruct(ema_modules["model"], self.val_images)
+        recon = reconstruct(ema_modules["model"], self.val_images)
         metrics = {"psnr": mean_psnr(recon, self.val_images),
                    "ssim": float(ssim(recon, self.val_images).mean())}
         if self.val_prompts is not None:
@@ -138,7 +136,7 @@ class TokenizerTask:
     def samples(self, ema_modules: dict[str, nn.Module], step: int) -> Any:
         source = self.val_images if self.val_images is not None else self.train_images.numpy()
         originals = source[:GRID_IMAGES]
-        return reconstruction_grid(originals, self.reconstruct(ema_modules["model"], originals))
+        return reconstruction_grid(originals, reconstruct(ema_modules["model"], originals))
 
     def export(self, ema_modules: dict[str, nn.Module], out_dir: Path) -> None:
         ema_modules["model"].save_pretrained(Path(out_dir) / "model")

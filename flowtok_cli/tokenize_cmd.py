@@ -1,0 +1,133 @@
+"""`flowtok tokenize` (images -> latent shards) and `flowtok detokenize` (shards -> PNGs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flowtok_cli import common
+from flowtok_cli.options import DeviceOpt, JsonOpt, OutOpt
+
+TokenizerOpt = Annotated[
+    Path | None, typer.Option("--tokenizer", "-t", help="Tokenizer folder (config.json + "
+                              "model.safetensors), e.g. runs/tok/model.")
+]
+
+
+def tokenize(
+    images: Annotated[Path, typer.Argument(help="Folder of images (recursive).")],
+    out: OutOpt,
+    tokenizer: TokenizerOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward.")] = 64,
+    shard_size: Annotated[int, typer.Option("--shard-size", help="Images per shard.")] = 4096,
+    device: DeviceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Encode a folder of images into latent shards (posterior mean + logvar, fp16).
+
+    Captions come from metadata.jsonl or .txt sidecars. Rerunning skips finished shards.
+    Unreadable files are listed in OUT/failed.json and the command exits 1 after writing every
+    readable image.
+
+    Examples:
+      flowtok tokenize data/shapes/train -o latents/shapes --tokenizer runs/tok/model
+      flowtok tokenize imgs/ -o latents/ -t runs/tok/model --batch-size 256 --shard-size 8192
+    """
+    from flowtok.data.imagefolder import scan_folder
+    from flowtok.data.shards import FAILED_FILE, write_shards
+    from flowtok.tokenizer.model import Tokenizer
+    from flowtok.train.trainer import resolve_device
+
+    if tokenizer is None:
+        raise common.usage_error("--tokenizer is required: pass a folder such as runs/tok/model")
+    tok = Tokenizer.from_pretrained(tokenizer, device=resolve_device(device))
+    records = scan_folder(images)
+    if not records:
+        raise common.usage_error(f"{images}: no png/jpg/jpeg/webp/bmp/gif images found")
+    bar = None
+    if not json_out and common.is_tty():
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(records), desc="tokenize", unit="img")
+    try:
+        report = write_shards(records, tok, out, tokenizer, batch_size=batch_size,
+                              shard_size=shard_size, on_progress=bar.update if bar else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    result = {"out": str(out), "latents": report.num_items, "shards_written":
+              report.shards_written, "shards_skipped": report.shards_skipped,
+              "failed": len(report.failed), "K": tok.cfg.num_latent_tokens,
+              "C": tok.cfg.token_channels}
+    if json_out:
+        common.print_json(result)
+    else:
+        common.print_table([(k, str(v)) for k, v in result.items()], title="tokenize")
+    if report.failed:
+        for name, why in report.failed[:10]:
+            common.warn(f"unreadable: {name}: {why}")
+        raise common.runtime_error(
+            f"{len(report.failed)} file(s) could not be read; listed in {out / FAILED_FILE}")
+
+
+def detokenize(
+    latents: Annotated[Path, typer.Argument(help="Latents folder written by `flowtok tokenize`.")],
+    out: OutOpt,
+    tokenizer: TokenizerOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Latents per decode.")] = 64,
+    sample: Annotated[bool, typer.Option(
+        "--sample", help="Decode a posterior sample instead of the mean.")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for --sample.")] = 0,
+    device: DeviceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Decode latent shards back to PNGs (same relative names) + metadata.jsonl with captions.
+
+    The tokenizer defaults to the one recorded in LATENTS/tokenizer.json.
+
+    Examples:
+      flowtok detokenize latents/shapes -o recon/
+      flowtok detokenize latents/shapes -o recon/ --tokenizer runs/tok/model --sample --seed 1
+    """
+    import io
+    import json
+
+    import torch
+    from PIL import Image
+
+    from flowtok.data.shards import read_shards, write_bytes_atomic
+    from flowtok.eval.recon import to_uint8
+    from flowtok.tokenizer.model import Tokenizer
+    from flowtok.train.checkpoint import write_text_atomic
+    from flowtok.train.trainer import resolve_device
+
+    shards = read_shards(latents)
+    path = tokenizer or Path(shards.tokenizer["path"])
+    tok = Tokenizer.from_pretrained(path, device=resolve_device(device))
+    K, C = tok.cfg.num_latent_tokens, tok.cfg.token_channels
+    if (shards.tokenizer["K"], shards.tokenizer["C"]) != (K, C):
+        raise common.usage_error(
+            f"{latents} holds {shards.tokenizer['K']}x{shards.tokenizer['C']} latents but "
+            f"{path} decodes {K}x{C}")
+    out.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    with torch.no_grad():
+        for i in range(0, len(shards), batch_size):
+            idx = torch.arange(i, min(i + batch_size, len(shards)))
+            z = shards.sample(idx, gen) if sample else shards.mean[idx].float()
+            for j, img in zip(idx.tolist(), to_uint8(tok.decode(z))):
+                name = Path(shards.file_names[j]).with_suffix(".png").as_posix()
+                (out / name).parent.mkdir(parents=True, exist_ok=True)
+                buf = io.BytesIO()
+                Image.fromarray(img).save(buf, format="PNG")
+                write_bytes_atomic(out / name, buf.getvalue())
+                rows.append({"file_name": name, "text": shards.captions[j]})
+    write_text_atomic(out / "metadata.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    result = {"out": str(out), "images": len(rows), "tokenizer": str(path)}
+    if json_out:
+        common.print_json(result)
+    else:
+        common.print_table([(k, str(v)) for k, v in result.items()], title="detokenize")
