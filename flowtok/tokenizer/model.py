@@ -29,6 +29,11 @@ from flowtok.errors import CheckpointError, ConfigError
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 INIT_STD = 0.02  # ViT-style truncated-normal init for embeddings and linears
+# Initial posterior log-variance (std ~0.018). With the usual logvar ~0 at init, the sampled
+# latent is unit noise over a ~0.2-scale mean: the decoder learns to ignore z and the KL term
+# then collapses the posterior (measured: no progress past the all-background image for
+# hundreds of CPU steps). Starting nearly deterministic lets reconstruction drive z from step 0.
+LOGVAR_INIT = -8.0
 
 
 # ----------------------------------------------------------------------------- 2D axial RoPE
@@ -294,6 +299,8 @@ class Tokenizer(nn.Module):
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
         self.apply(_init_linear)
+        with torch.no_grad():
+            self.encoder.to_moments.bias[cfg.token_channels:] = LOGVAR_INIT
 
     @property
     def scale_factor(self) -> float:
