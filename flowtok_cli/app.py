@@ -98,10 +98,15 @@ GROUPS: dict[str, tuple[str, dict[str, str]]] = {
         "shapes": "eval_shapes_cmd:shapes",
         "tokenizer": "eval_tokenizer_cmd:tokenizer",
         "flow": "eval_flow_cmd:flow",
+        "fid": "eval_fid_cmd:fid",
+        "captions": "eval_captions_cmd:captions",
+        "coco": "eval_paper_cmd:coco",
+        "mjhq": "eval_paper_cmd:mjhq",
     }),
     "bench": ("Measure kernels and end-to-end throughput.", {
         "kernels": "bench_kernels_cmd:kernels",
         "sample": "bench_sample_cmd:sample",
+        "train": "bench_train_cmd:train",
     }),
 }
 
