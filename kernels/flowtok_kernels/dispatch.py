@@ -1,12 +1,25 @@
 """Backend selection for each fused op. Per-call argument > FLOWTOK_KERNELS env var > auto.
 
-Rule: an explicitly requested backend that cannot run raises; ``auto`` falls back quietly to the
-PyTorch path (SDPA for attention) and ``backend_report`` says why.
+Backends: ``triton`` (triton_ops/), ``cuda`` (csrc/, optional build), ``xformers`` and ``sdpa``
+(attention only), ``torch`` (reference.py). Rules:
+- An explicitly requested backend that cannot run raises ``BackendUnavailable`` saying why.
+  FLOWTOK_KERNELS counts as explicit for the ops it names a backend of; ``sdpa`` / ``xformers``
+  there concern attention only, and the other ops keep ``auto``.
+- ``auto`` falls back quietly; ``backend_report`` says what it picks and why.
+- On CPU ``auto`` is SDPA for attention and the reference for the rest. It never picks
+  Triton there: the interpreter (TRITON_INTERPRET=1) exists for tests only.
+- On CUDA ``auto`` prefers the csrc build for the memory-bound ops (lowest launch overhead)
+  then Triton; for attention, Triton up to ``SHORT_KEYS`` keys in fp16/bf16 (the shape its
+  tiles were designed for) and SDPA otherwise (FlashAttention-2 / cuDNN win on long rows).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import math
 import os
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -14,57 +27,271 @@ import torch.nn.functional as F
 from flowtok_kernels import reference
 
 BACKENDS = ("auto", "triton", "cuda", "xformers", "sdpa", "torch")
+ENV_VAR = "FLOWTOK_KERNELS"
+SHORT_KEYS = 128  # attention: Triton's one-tile kernel covers up to this many keys
+TRITON_MAX_HEAD_DIM = 256
+
+# What each op can run on, and what auto tries on a CUDA device, in order.
+IMPLEMENTED: dict[str, tuple[str, ...]] = {
+    "attention": ("triton", "cuda", "xformers", "sdpa", "torch"),
+    "layernorm_modulate": ("triton", "cuda", "torch"),
+    "residual_layernorm_modulate": ("triton", "cuda", "torch"),
+    "gated_residual": ("triton", "cuda", "torch"),
+    "euler_cfg_step": ("triton", "cuda", "torch"),
+}
+AUTO_ORDER_CUDA: dict[str, tuple[str, ...]] = {
+    "attention": ("triton", "sdpa"),
+    "layernorm_modulate": ("cuda", "triton", "torch"),
+    "residual_layernorm_modulate": ("cuda", "triton", "torch"),
+    "gated_residual": ("cuda", "triton", "torch"),
+    "euler_cfg_step": ("cuda", "triton", "torch"),
+}
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 class BackendUnavailable(RuntimeError):
     """An explicitly requested backend cannot run here."""
 
 
-def _requested(backend: str | None) -> str:
-    name = backend or os.environ.get("FLOWTOK_KERNELS", "auto") or "auto"
-    if name not in BACKENDS:
-        raise ValueError(f"unknown kernel backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    return name
+# ----------------------------------------------------------------------------- availability
+
+_module_cache: dict[str, Any] = {}
+
+
+def _triton_ops():
+    """The Triton op modules, or the ImportError's text (triton missing or broken)."""
+    if "triton" not in _module_cache:
+        try:
+            from flowtok_kernels.triton_ops import (
+                _op,
+                attention,
+                euler_cfg,
+                gated_residual,
+                layernorm_modulate,
+            )
+
+            _module_cache["triton"] = {
+                "attention": attention, "layernorm_modulate": layernorm_modulate,
+                "gated_residual": gated_residual, "euler_cfg_step": euler_cfg,
+                "interpreted": _op.is_interpreted(attention._attn_fwd_kernel),
+            }
+        except ImportError as e:
+            _module_cache["triton"] = f"{type(e).__name__}: {e}"
+    return _module_cache["triton"]
+
+
+def _cuda_ext():
+    if "cuda" not in _module_cache:
+        from flowtok_kernels import cuda
+
+        _module_cache["cuda"] = cuda
+    return _module_cache["cuda"]
+
+
+def csrc_status() -> dict[str, Any]:
+    """{"built": bool, "reason": str} for the csrc/ CUDA extension (loads it once)."""
+    return _cuda_ext().status()
+
+
+def _why_not(backend: str, device: torch.device) -> str | None:
+    """Why ``backend`` cannot run on ``device`` at all (None: it can)."""
+    if backend in ("torch", "sdpa"):
+        return None
+    if backend == "triton":
+        mods = _triton_ops()
+        if isinstance(mods, str):
+            return f"triton is not importable ({mods})"
+        if device.type == "cuda" or (device.type == "cpu" and mods["interpreted"]):
+            return None
+        return (f"Triton kernels need a CUDA tensor, got {device.type} (the interpreter, "
+                "TRITON_INTERPRET=1 set before import, is for tests only)")
+    if backend == "cuda":
+        status = csrc_status()
+        if not status["built"]:
+            return f"the csrc extension is {status['reason']}"
+        if device.type != "cuda":
+            return f"the csrc extension runs on CUDA tensors only, got {device.type}"
+        return None
+    if backend == "xformers":
+        if importlib.util.find_spec("xformers") is None:
+            return "xformers is not installed (pip install 'flowtok[xformers]')"
+        if device.type != "cuda":
+            return f"xformers runs on CUDA tensors only, got {device.type}"
+        return None
+    raise AssertionError(backend)
+
+
+def _requested(op: str, backend: str | None) -> tuple[str, bool]:
+    """(backend name, explicitly requested?) after per-call > env var > auto."""
+    if backend is not None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown kernel backend {backend!r}; choose one of "
+                             f"{', '.join(BACKENDS)}")
+        return backend, backend != "auto"
+    env = os.environ.get(ENV_VAR, "").strip()
+    if not env or env == "auto":
+        return "auto", False
+    if env not in BACKENDS:
+        raise ValueError(f"{ENV_VAR}={env!r} is not a kernel backend; choose one of "
+                         f"{', '.join(BACKENDS)}")
+    if env not in IMPLEMENTED[op]:
+        return "auto", False  # e.g. FLOWTOK_KERNELS=sdpa says nothing about layer norms
+    return env, True
+
+
+def _choose(op: str, backend: str | None, device: torch.device,
+            unsupported: Callable[[str, bool], str | None]) -> tuple[str, str]:
+    """(backend, reason). ``unsupported(name, explicit)`` rejects arguments a backend cannot
+    take (explicit requests skip limits that are only about speed)."""
+    name, explicit = _requested(op, backend)
+    if explicit:
+        if name not in IMPLEMENTED[op]:
+            raise BackendUnavailable(f"{op} has no {name!r} backend; choose one of "
+                                     f"{', '.join(IMPLEMENTED[op])}")
+        why = _why_not(name, device) or unsupported(name, True)
+        if why:
+            raise BackendUnavailable(f"{op} backend {name!r} cannot run here: {why}")
+        return name, "requested" if backend else f"{ENV_VAR}={name}"
+    fallback = "sdpa" if op == "attention" else "torch"
+    if device.type != "cuda":
+        reason = "PyTorch's fused SDPA" if op == "attention" else "PyTorch reference"
+        return fallback, f"no CUDA device: {reason} (Triton's interpreter is for tests only)"
+    skipped = []
+    for cand in AUTO_ORDER_CUDA[op]:
+        why = _why_not(cand, device) or unsupported(cand, False)
+        if why is None and cand == "triton" and _triton_ops()["interpreted"]:
+            why = "TRITON_INTERPRET=1 is set (kernels would run as Python)"
+        if why is None:
+            return cand, _AUTO_REASON[cand] + (f" (skipped {'; '.join(skipped)})" if skipped
+                                               else "")
+        skipped.append(f"{cand}: {why}")
+    return fallback, "; ".join(skipped)
+
+
+_AUTO_REASON = {
+    "cuda": "csrc CUDA kernel (least launch overhead)",
+    "triton": "fused Triton kernel",
+    "sdpa": "PyTorch SDPA (FlashAttention-2 / cuDNN / memory-efficient)",
+    "torch": "PyTorch reference",
+}
+
+
+# ----------------------------------------------------------------------------- ops
+
+
+def _attention_unsupported(q: torch.Tensor, k: torch.Tensor) -> Callable[[str, bool], str | None]:
+    def check(name: str, explicit: bool) -> str | None:
+        if name != "triton":
+            return None
+        if q.shape[-1] > TRITON_MAX_HEAD_DIM:
+            return f"head dim {q.shape[-1]} > {TRITON_MAX_HEAD_DIM}"
+        if q.dtype not in (torch.float32, *_LOW_PRECISION):
+            return f"dtype {q.dtype} (fp32, fp16, bf16 only)"
+        if not explicit and (k.shape[-2] > SHORT_KEYS or q.dtype not in _LOW_PRECISION):
+            return (f"tuned for <= {SHORT_KEYS} keys in fp16/bf16, got {k.shape[-2]} keys in "
+                    f"{q.dtype}")
+        return None
+    return check
+
+
+def _xformers_attention(q, k, v, scale):
+    import xformers.ops as xops
+
+    out = xops.memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2),
+                                          v.transpose(1, 2), scale=scale)
+    return out.transpose(1, 2)
 
 
 def attention(q, k, v, scale=None, backend: str | None = None):
-    """(B, H, N, D) x3 -> (B, H, N, D). auto: SDPA (fused on every device)."""
-    name = _requested(backend)
-    if name == "torch":
-        return reference.attention(q, k, v, scale)
-    if name in ("auto", "sdpa"):
+    """Non-causal attention. q (B, H, N_Q, D), k, v (B, H, N_K, D) -> (B, H, N_Q, D), q.dtype.
+
+    ``scale`` defaults to D ** -0.5. Differentiable on every backend.
+    """
+    name, _ = _choose("attention", backend, q.device, _attention_unsupported(q, k))
+    if name == "sdpa":
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
-    raise BackendUnavailable(f"attention backend {name!r} is not available in this build")
+    if name == "triton":
+        return _triton_ops()["attention"].attention(q, k, v, scale)
+    if name == "cuda":
+        return _cuda_ext().attention(q, k, v, scale)
+    if name == "xformers":
+        return _xformers_attention(q, k, v, 1.0 / math.sqrt(q.shape[-1]) if scale is None
+                                   else scale)
+    return reference.attention(q, k, v, scale)
+
+
+def _no_limits(name: str, explicit: bool) -> str | None:
+    return None
 
 
 def layernorm_modulate(x, shift, scale, eps: float = 1e-6, backend: str | None = None):
-    name = _requested(backend)
-    if name in ("auto", "torch"):
-        return reference.layernorm_modulate(x, shift, scale, eps)
-    raise BackendUnavailable(f"layernorm_modulate backend {name!r} is not available in this build")
+    """adaLN: LN(x) * (1 + scale) + shift. x (B, N, D); shift, scale (B, D) -> (B, N, D)."""
+    name, _ = _choose("layernorm_modulate", backend, x.device, _no_limits)
+    if name == "triton":
+        return _triton_ops()["layernorm_modulate"].layernorm_modulate(x, shift, scale, eps)
+    if name == "cuda":
+        return _cuda_ext().layernorm_modulate(x, shift, scale, eps)
+    return reference.layernorm_modulate(x, shift, scale, eps)
+
+
+def residual_layernorm_modulate(x, gate, y, shift, scale, eps: float = 1e-6,
+                                backend: str | None = None):
+    """x_new = x + gate * y; h = LN(x_new) * (1 + scale) + shift; returns (x_new, h).
+
+    x, y (B, N, D); gate, shift, scale (B, D). One kernel instead of gated_residual followed
+    by layernorm_modulate (reads x, y once; writes x_new, h once).
+    """
+    name, _ = _choose("residual_layernorm_modulate", backend, x.device, _no_limits)
+    if name == "triton":
+        return _triton_ops()["layernorm_modulate"].residual_layernorm_modulate(
+            x, gate, y, shift, scale, eps)
+    if name == "cuda":
+        return _cuda_ext().residual_layernorm_modulate(x, gate, y, shift, scale, eps)
+    return reference.residual_layernorm_modulate(x, gate, y, shift, scale, eps)
 
 
 def gated_residual(x, gate, y, backend: str | None = None):
-    name = _requested(backend)
-    if name in ("auto", "torch"):
-        return reference.gated_residual(x, gate, y)
-    raise BackendUnavailable(f"gated_residual backend {name!r} is not available in this build")
+    """adaLN-Zero residual x + gate * y. x, y (B, N, D); gate (B, D) -> (B, N, D)."""
+    name, _ = _choose("gated_residual", backend, x.device, _no_limits)
+    if name == "triton":
+        return _triton_ops()["gated_residual"].gated_residual(x, gate, y)
+    if name == "cuda":
+        return _cuda_ext().gated_residual(x, gate, y)
+    return reference.gated_residual(x, gate, y)
 
 
 def euler_cfg_step_(x, v_u, v_c, dt, s, backend: str | None = None):
-    name = _requested(backend)
-    if name in ("auto", "torch"):
-        return reference.euler_cfg_step_(x, v_u, v_c, dt, s)
-    raise BackendUnavailable(f"euler_cfg_step backend {name!r} is not available in this build")
+    """In place: x <- x + dt * (v_u + s * (v_c - v_u)); returns x.
+
+    x, v_u, v_c: same shape (x contiguous for the fused kernels); dt, s: device tensors with
+    one value or one per sample ((B, 1, ..., 1)), so a captured CUDA graph can be replayed
+    after writing new values into them.
+    """
+    name, _ = _choose("euler_cfg_step", backend, x.device, _no_limits)
+    if name == "triton":
+        return _triton_ops()["euler_cfg_step"].euler_cfg_step(x, v_u, v_c, dt, s)
+    if name == "cuda":
+        return _cuda_ext().euler_cfg_step_(x, v_u, v_c, dt, s)
+    return reference.euler_cfg_step_(x, v_u, v_c, dt, s)
+
+
+# ----------------------------------------------------------------------------- report
 
 
 def backend_report(device: str | torch.device | None = None) -> dict[str, dict[str, str]]:
-    """Which backend each op would use on ``device`` under ``auto``, and why."""
+    """Which backend each op would use on ``device`` (FLOWTOK_KERNELS applied), and why.
+
+    Attention is judged for flowtok's shape: 77 tokens, head dim 72, bf16 (fp32 on CPU).
+    """
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    why = "no CUDA device" if dev.type != "cuda" else "fused kernels not built yet"
-    return {
-        "attention": {"backend": "sdpa", "reason": why},
-        "layernorm_modulate": {"backend": "torch", "reason": why},
-        "gated_residual": {"backend": "torch", "reason": why},
-        "euler_cfg_step": {"backend": "torch", "reason": why},
-    }
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    q = torch.empty((1, 1, 77, 72), dtype=dtype, device="meta")
+    report = {}
+    for op in IMPLEMENTED:
+        check = _attention_unsupported(q, q) if op == "attention" else _no_limits
+        try:
+            name, reason = _choose(op, None, dev, check)
+        except BackendUnavailable as e:
+            name, reason = "unavailable", str(e)
+        report[op] = {"backend": name, "reason": reason}
+    return report

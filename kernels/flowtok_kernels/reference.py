@@ -34,6 +34,18 @@ def gated_residual(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> torc
     return x + gate[:, None, :] * y
 
 
+def residual_layernorm_modulate(
+    x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor, shift: torch.Tensor,
+    scale: torch.Tensor, eps: float = 1e-6,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A DiT block's residual then the next adaLN: x_new = x + gate * y, h = adaLN(x_new).
+
+    x, y: (B, N, D); gate, shift, scale: (B, D). Returns (x_new, h), both (B, N, D).
+    """
+    x_new = gated_residual(x, gate, y)
+    return x_new, layernorm_modulate(x_new, shift, scale, eps)
+
+
 def euler_cfg_step_(
     x: torch.Tensor, v_u: torch.Tensor, v_c: torch.Tensor, dt: torch.Tensor, s: torch.Tensor
 ) -> torch.Tensor:
