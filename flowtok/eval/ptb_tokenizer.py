@@ -92,10 +92,12 @@ _ABBREV1_GROUPS = [_ABMONTH, _ABDAYS, _ABSTATE, _ABCOMP, _ABNUM, _ABPTIT, _ci("e
 _ABBREV4 = (rf"(?:{_ACRO}|{_ABTITLE}|(?i:vs|alex|wm|jos|cie|a\.k\.a|cf|treas)|{_ABCOMP2}"
             r"|[A-Za-z])")
 # Words that, after an acronym, mark a sentence end (first letter case-sensitive, as in JFlex).
-_ACRONYM_NEXT = "|".join(w[0] + f"(?i:{w[1:]})" for w in (
-    "About According Additionally After An A As At But Earlier He Her Here However If In It Last "
-    r"Many More Mr\. Ms\. Now Once One Other Our She Since So Some Such That The Then There These "
-    "They This We When While What Yet You").split())
+_ACRONYM_NEXT_WORDS = [
+    "About", "According", "Additionally", "After", "An", "A", "As", "At", "But", "Earlier", "He",
+    "Her", "Here", "However", "If", "In", "It", "Last", "Many", "More", r"Mr\.", r"Ms\.", "Now",
+    "Once", "One", "Other", "Our", "She", "Since", "So", "Some", "Such", "That", "The", "Then",
+    "There", "These", "They", "This", "We", "When", "While", "What", "Yet", "You"]
+_ACRONYM_NEXT = "|".join(w[0] + f"(?i:{w[1:]})" for w in _ACRONYM_NEXT_WORDS)
 _FULLURL = r"https?:\/\/[^ \t\n\f\r\"<>|()]+[^ \t\n\f\r\"<>|.!?(){},-]"
 _LIKELYURL = (r"(?:(?:www\.(?:[^ \t\n\f\r\"<>|.!?(){},]+\.)+[a-zA-Z]{2,4})"
               r"|(?:(?:[^ \t\n\f\r\"`'<>|.!?(){},\-_$]+\.)+(?:com|net|org|edu)))"
@@ -207,12 +209,12 @@ _RULES_SPEC: list[tuple[str, str | None, Action]] = [
      None, _keep),
     (rf"(?:{_DIGIT}{{1,4}}[- \u00A0])?{_DIGIT}{{1,4}}(?:\\?\/|\u2044){_DIGIT}{{1,4}}", None, _nbsp),
     (r"[\u00BC\u00BD\u00BE\u2153-\u215E]", None, _map_chars(_FRACTIONS)),
-    (r"-(?:RRB|LRB|RCB|LCB|RSB|LSB)-|C\.D\.s|(?i:pro|anti)-|S(?:&|&amp;)P-500|S(?:&|&amp;)Ls"
-     rf"|(?i:cap){_APOS}(?i:n)|(?i:c){_APOS}(?i:est)", None, _keep),
+    ((r"-(?:RRB|LRB|RCB|LCB|RSB|LSB)-|C\.D\.s|(?i:pro|anti)-|S(?:&|&amp;)P-500|S(?:&|&amp;)Ls"
+      rf"|(?i:cap){_APOS}(?i:n)|(?i:c){_APOS}(?i:est)"), None, _keep),
     (_THING3, None, _keep),
     (r"[A-Z]*\$|#", None, _keep),
-    (r"[\u00A2\u00A3\u00A4\u00A5\u0080\u20A0\u20AA\u20AC\u20B9\u060B\u0E3F\u20A4\uFFE0\uFFE1"
-     r"\uFFE5\uFFE6]", None, _map_chars(_CURRENCY)),
+    ((r"[\u00A2\u00A3\u00A4\u00A5\u0080\u20A0\u20AA\u20AC\u20B9\u060B\u0E3F\u20A4\uFFE0"
+      r"\uFFE1\uFFE5\uFFE6]"), None, _map_chars(_CURRENCY)),
     (rf"(?:{_ACRO}|[A-Za-z])\.", rf"{_SPACENL}+(?:{_ACRONYM_NEXT}){_SPACE}",
      _acronym_at_sentence_end),
     *[(rf"(?:{group})\.", _SENTEND, _duplicate_period) for group in _ABBREV1_GROUPS],
