@@ -1,0 +1,732 @@
+"""What `flowtok bench sample` measures: text-to-image throughput, latency, memory and FLOP/s per
+stage, with random weights (speed does not depend on their values), and with ``compare`` the
+flow stage under other frameworks, kernel backends and CUDA graphs, and a 2D-latent baseline.
+
+Stages, as the pipeline runs them: ``text`` (text encoder, once per prompt; its output also
+guides the decoder), ``flow`` (text projector + ``steps`` Euler steps, both CFG passes batched),
+``decode`` (tokenizer decoder to uint8 pixels on the device; no host copy, no PNG). Weights are
+cast to the run's dtype and the run sits under autocast so fp32 side inputs (timestep features)
+follow. Timing: warm-up, then CUDA events on GPU (time.perf_counter + synchronize otherwise),
+median of repeats.
+
+``run_sample_bench`` returns a JSON-ready dict (schema ``flowtok.bench.sample/1``)::
+
+    schema, preset, batch, steps, guidance, cfg_passes, dtype, weights, notes [str], kernels_env,
+    device {type, name, torch, cuda, capability, memory_bytes, threads, datasheet_tflops},
+    text_encoder {kind, label},
+    timing {method, statistic, warmup, repeats},
+    ceiling {tflops, dtype, shape, median_ms, method},
+    flops_per_image {text_encoder, projector, flow, decoder, total, flow_forward, flow_passes},
+    stages {text, flow, decode, end_to_end}: each {ms_per_batch, ms_per_image, images_per_s,
+        flops_per_image, tflops_per_s, pct_of_ceiling, min_ms, max_ms},
+    batch1_latency_ms, peak_memory_bytes (None on CPU),
+    paper [{model, images_per_s, hardware, dtype, batch, steps, label}],
+    compare None | {stage, batch, rows [{name, group, status (ok | unavailable | skipped |
+        failed), reason, ms_per_batch, images_per_s, ratio_vs_eager, flops_per_image,
+        tflops_per_s, first_call_s}], flowtok_over_2d}
+
+The timing helpers (``Timing``, ``time_call``, ``matmul_ceiling``, ``device_info``) belong in
+flowtok/bench/timing.py once it exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import flowtok_kernels
+import torch
+from torch import nn
+
+from flowtok.bench import flops as F
+from flowtok.bench.baseline_2d import (
+    LATENT_CHANNELS,
+    LATENT_SIZE,
+    TEXT_DIM,
+    TEXT_TOKENS,
+    Baseline2D,
+)
+from flowtok.config import FlowTokConfig
+from flowtok.errors import ConfigError, FlowTokError
+from flowtok.flow.model import TextImageFlow
+from flowtok.flow.sampler import euler_sample
+from flowtok.tokenizer.model import Tokenizer
+
+SCHEMA = "flowtok.bench.sample/1"
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+COMPILE_MODES = ("auto", "on", "off")
+TEXT_ENCODERS = ("clip", "minilm", "tiny")
+RANDOM_WEIGHTS = "random weights (speed does not depend on the weight values)"
+CPU_NOTE = ("CPU run: absolute numbers mean nothing here (no GPU, shared cores); only ratios "
+            "within this run say anything")
+# A CPU run refuses presets whose end-to-end batch needs more than this (B/XL/H need > 3 TFLOP
+# per image): minutes per repeat on a few cores, and CPU figures mean nothing anyway.
+CPU_MAX_TFLOP_PER_BATCH = 2.0
+# Paper throughput (method.md section 7): one A100, batch 64, fp16, 256 px, 20 steps. The paper
+# does not say whether text encoding, both CFG passes and decoding are inside its timing.
+PAPER_THROUGHPUT = (
+    {"model": "FlowTok-XL", "preset": "XL", "images_per_s": 22.7},
+    {"model": "FlowTok-H", "preset": "H", "images_per_s": 18.2},
+)
+PAPER_SETTING = {"hardware": "1x A100", "dtype": "fp16", "batch": 64, "steps": 20,
+                 "label": "other hardware (paper, arXiv 2503.10772)"}
+# Dense (no sparsity) datasheet peaks in TFLOP/s, matched on torch.cuda.get_device_name.
+DATASHEET_TFLOPS = (
+    ("H100 PCIe", {"bf16": 756.0, "fp16": 756.0}),
+    ("H100", {"bf16": 989.4, "fp16": 989.4}),  # SXM ("H100 80GB HBM3")
+    ("H200", {"bf16": 989.4, "fp16": 989.4}),
+    ("A100", {"bf16": 312.0, "fp16": 312.0}),
+)
+KERNEL_BACKENDS = ("torch", "sdpa", "triton", "cuda", "xformers")  # flowtok_kernels names
+KERNELS_ENV = "FLOWTOK_KERNELS"
+SDPA_BACKENDS = {"math": "MATH", "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION",
+                 "cudnn": "CUDNN_ATTENTION"}  # torch.nn.attention.SDPBackend members
+GPU_CEILING = {"size": 8192, "repeats": 20, "warmup": 3}
+CPU_CEILING = {"size": 1024, "repeats": 5, "warmup": 1}
+BackendUnavailable = getattr(flowtok_kernels, "BackendUnavailable", RuntimeError)
+
+
+# ----------------------------------------------------------------------------- timing helpers
+
+
+@dataclass
+class Timing:
+    """Wall time of one call, in milliseconds, over ``repeats`` calls after warm-up."""
+
+    median_ms: float
+    min_ms: float
+    max_ms: float
+    repeats: int
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timing_method(device: torch.device) -> str:
+    return "cuda events" if device.type == "cuda" else "time.perf_counter + synchronize"
+
+
+def time_call(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> Timing:
+    """Median wall time of ``fn()``: ``warmup`` untimed calls, then ``repeats`` timed ones."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            synchronize(device)
+            times.append((time.perf_counter() - t0) * 1e3)
+    return Timing(statistics.median(times), min(times), max(times), repeats)
+
+
+def matmul_ceiling(device: torch.device, dtype: torch.dtype) -> dict:
+    """Measured matmul ceiling: a large square GEMM (GPU: 8192^3 in ``dtype``; CPU: 1024^3 in
+    fp32). This, not a datasheet, is what achieved FLOP/s and MFU are divided by."""
+    spec = GPU_CEILING if device.type == "cuda" else CPU_CEILING
+    if device.type != "cuda":
+        dtype = torch.float32
+    n = spec["size"]
+    g = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+    c = torch.empty(n, n, device=device, dtype=dtype)
+    t = time_call(lambda: torch.mm(a, b, out=c), device, spec["repeats"], spec["warmup"])
+    return {"tflops": 2 * n**3 / (t.median_ms * 1e-3) / 1e12, "dtype": dtype_name(dtype),
+            "shape": [n, n, n], "median_ms": t.median_ms, "method": f"torch.mm, {timing_method(device)}"}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return {v: k for k, v in DTYPES.items()}[dtype]
+
+
+def device_info(device: torch.device, dtype: torch.dtype) -> dict:
+    """What ran the benchmark: name, versions, memory, datasheet peak when known."""
+    info = {"type": device.type, "torch": torch.__version__, "cuda": torch.version.cuda,
+            "name": platform.processor() or platform.machine() or "cpu", "capability": None,
+            "memory_bytes": None, "threads": torch.get_num_threads(), "datasheet_tflops": None}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(name=props.name, capability=f"{props.major}.{props.minor}",
+                    memory_bytes=props.total_memory)
+        for key, peaks in DATASHEET_TFLOPS:
+            if key in props.name:
+                info["datasheet_tflops"] = peaks.get(dtype_name(dtype))
+                break
+    return info
+
+
+def peak_memory(device: torch.device) -> int | None:
+    return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available here; use --device cpu")
+    return dev
+
+
+def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
+    """None -> bf16 on CUDA, fp32 on CPU."""
+    if name is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name not in DTYPES:
+        raise ConfigError(f"--dtype {name!r}: choose one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """Autocast to the run's dtype (weights are already cast; no weight-cast cache needed)."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype, cache_enabled=False)
+
+
+def stage_figures(t: Timing, batch: int, flops_per_image: int, ceiling_tflops: float) -> dict:
+    """Throughput, latency and achieved FLOP/s of one timed call that makes ``batch`` images."""
+    s = t.median_ms * 1e-3
+    tflops = flops_per_image * batch / s / 1e12
+    return {"ms_per_batch": t.median_ms, "ms_per_image": t.median_ms / batch,
+            "images_per_s": batch / s, "flops_per_image": flops_per_image,
+            "tflops_per_s": tflops, "pct_of_ceiling": 100.0 * tflops / ceiling_tflops,
+            "min_ms": t.min_ms, "max_ms": t.max_ms}
+
+
+# ----------------------------------------------------------------------------- models and inputs
+
+
+class RandomHFText(nn.Module):
+    """A transformers text model with random weights: (ids, mask) (B, K) -> (B, K, D)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+
+
+def default_text_encoder(cfg: FlowTokConfig) -> str:
+    """The paper presets (CLIP) get a random CLIP-L/14 tower; small presets the tiny encoder."""
+    return "clip" if cfg.text.encoder == "clip" else "tiny"
+
+
+def build_text_encoder(kind: str, cfg: FlowTokConfig) -> tuple[nn.Module, str, int]:
+    """(module, label, vocabulary size) for ``kind``, random weights, nothing downloaded."""
+    K, D = cfg.K, cfg.text.feature_dim
+    if kind == "tiny":
+        from flowtok.text.encoders import TinyTextEncoder
+
+        return TinyTextEncoder(K, D), "tiny test encoder (random weights)", 258
+    if kind not in TEXT_ENCODERS:
+        raise ConfigError(f"--text-encoder {kind!r}: choose one of {', '.join(TEXT_ENCODERS)}")
+    tower = F.TEXT_TOWERS[kind]
+    if tower.width != D:
+        raise ConfigError(f"--text-encoder {kind}: gives {tower.width}-d features but preset "
+                          f"{cfg.name} expects text.feature_dim={D}; pick another encoder")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if kind == "clip":
+        from transformers import CLIPTextConfig, CLIPTextModel
+
+        if K > TEXT_TOKENS:
+            raise ConfigError(f"CLIP's context is {TEXT_TOKENS} tokens but preset {cfg.name} has K={K}")
+        hf = CLIPTextConfig(hidden_size=tower.width, intermediate_size=tower.mlp_hidden,
+                            num_hidden_layers=tower.layers, num_attention_heads=tower.heads,
+                            max_position_embeddings=TEXT_TOKENS, vocab_size=tower.vocab,
+                            eos_token_id=tower.vocab - 1, projection_dim=tower.width)
+        model = CLIPTextModel(hf)
+    else:
+        from transformers import BertConfig, BertModel
+
+        hf = BertConfig(hidden_size=tower.width, intermediate_size=tower.mlp_hidden,
+                        num_hidden_layers=tower.layers, num_attention_heads=tower.heads,
+                        vocab_size=tower.vocab)
+        model = BertModel(hf, add_pooling_layer=False)
+    label = f"{tower.name} (random weights, transformers config; nothing downloaded)"
+    return RandomHFText(model), label, tower.vocab
+
+
+@dataclass
+class SampleModels:
+    """Everything text-to-image needs, on one device in one dtype, with random weights."""
+
+    text_encoder: nn.Module
+    text_kind: str
+    text_label: str
+    vocab: int
+    flow: TextImageFlow
+    tokenizer: Tokenizer
+    device: torch.device
+    dtype: torch.dtype
+
+
+def build_models(cfg: FlowTokConfig, device: torch.device, dtype: torch.dtype,
+                 text_kind: str, seed: int = 0) -> SampleModels:
+    torch.manual_seed(seed)
+    text, label, vocab = build_text_encoder(text_kind, cfg)
+    with torch.device(device):  # initialise on the device: a CPU init of XL takes seconds
+        flow = TextImageFlow(cfg, "t2i")
+        tok = Tokenizer(cfg.tokenizer)
+    mods = [m.to(device, dtype).eval().requires_grad_(False) for m in (text, flow, tok)]
+    return SampleModels(mods[0], text_kind, label, vocab, mods[1], mods[2], device, dtype)
+
+
+@dataclass
+class SampleInputs:
+    ids: torch.Tensor  # (B, K) long token ids
+    mask: torch.Tensor  # (B, K) long, all ones (prompts fill the context)
+    noise: torch.Tensor  # (B, K, C) float32: the text-latent sample of each image
+
+    def head(self, n: int) -> SampleInputs:
+        return SampleInputs(self.ids[:n], self.mask[:n], self.noise[:n])
+
+
+def make_inputs(models: SampleModels, cfg: FlowTokConfig, batch: int, seed: int) -> SampleInputs:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(2, models.vocab, (batch, cfg.K), generator=g)
+    noise = torch.randn(batch, cfg.K, cfg.C, generator=g)
+    dev = models.device
+    return SampleInputs(ids.to(dev), torch.ones_like(ids).to(dev), noise.to(dev))
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def static_euler_sample(model, x0: torch.Tensor, steps: int, guidance: float) -> torch.Tensor:
+    """``euler_sample`` without host-to-device copies (every tensor made by a kernel), so the
+    whole loop can be captured in one CUDA graph. Same arithmetic, same result."""
+    B, dev = x0.shape[0], x0.device
+    x = x0.float().clone()
+    dt = torch.full((), 1.0 / steps, device=dev)
+    s = torch.full((), float(guidance), device=dev)
+    cond = torch.zeros(B, dtype=torch.long, device=dev)
+    both = torch.cat([cond, torch.ones_like(cond)])
+    for i in range(steps):
+        if guidance == 1.0:
+            x.add_(dt * model(x, torch.full((B,), i / steps, device=dev), cond).float())
+        else:
+            t = torch.full((2 * B,), i / steps, device=dev)
+            v = model(torch.cat([x, x]), t, both).float()
+            flowtok_kernels.euler_cfg_step_(x, v[B:], v[:B], dt, s)
+    return x
+
+
+class SampleRun:
+    """The stages of text-to-image for one batch of inputs, each a callable to time."""
+
+    def __init__(self, models: SampleModels, inputs: SampleInputs, steps: int, guidance: float):
+        self.m, self.x, self.steps, self.guidance = models, inputs, steps, guidance
+
+    def _ctx(self):
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(autocast(self.m.device, self.m.dtype))
+        return stack
+
+    def text(self) -> torch.Tensor:
+        """-> text features (B, K, D)."""
+        with self._ctx():
+            return self.m.text_encoder(self.x.ids, self.x.mask)
+
+    def flow(self, feats: torch.Tensor, velocity=None, static: bool = False) -> torch.Tensor:
+        """Projector + Euler/CFG loop -> image latents (B, K, C) float32 (TextImageFlow's
+        text_to_latent with a swappable velocity function)."""
+        fm = self.m.flow
+        sampler = static_euler_sample if static else euler_sample
+        with self._ctx():
+            x1 = sampler(fm.flow if velocity is None else velocity,
+                         fm.text_latent(feats, self.x.noise), self.steps,
+                         self.guidance)
+            return fm.denormalize(x1)
+
+    def decode(self, latents: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        """-> uint8 images (B, H, W, 3) on the device (text-aware decoders also read feats)."""
+        text = feats if self.m.tokenizer.cfg.text_guidance else None
+        with self._ctx():
+            x = self.m.tokenizer.decoder(latents, text)  # (B, 3, H, W) in about [-1, 1]
+            return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+    def end_to_end(self) -> torch.Tensor:
+        feats = self.text()
+        return self.decode(self.flow(feats), feats)
+
+
+# ----------------------------------------------------------------------------- options
+
+
+@dataclass
+class SampleBenchOptions:
+    batch: int = 64
+    steps: int = 20
+    guidance: float | None = None  # None: the preset's flow.guidance
+    dtype: str | None = None  # None: bf16 on CUDA, fp32 on CPU
+    device: str | None = None  # None: cuda when available
+    repeats: int | None = None  # None: 5 on CUDA, 3 on CPU
+    warmup: int | None = None  # None: 2 on CUDA, 1 on CPU
+    compare: bool = False
+    compile: str = "auto"  # auto (CUDA only) | on | off
+    text_encoder: str | None = None  # None: clip for B/XL/H, tiny otherwise
+    seed: int = 0
+
+
+def check_options(opts: SampleBenchOptions) -> None:
+    for name in ("batch", "steps"):
+        if getattr(opts, name) <= 0:
+            raise ConfigError(f"--{name} must be positive, got {getattr(opts, name)}")
+    if opts.repeats is not None and opts.repeats <= 0:
+        raise ConfigError(f"--repeats must be positive, got {opts.repeats}")
+    if opts.warmup is not None and opts.warmup < 0:
+        raise ConfigError(f"--warmup must be >= 0, got {opts.warmup}")
+    if opts.compile not in COMPILE_MODES:
+        raise ConfigError(f"--compile {opts.compile!r}: choose one of {', '.join(COMPILE_MODES)}")
+    if opts.text_encoder is not None and opts.text_encoder not in TEXT_ENCODERS:
+        raise ConfigError(f"--text-encoder {opts.text_encoder!r}: choose one of "
+                          f"{', '.join(TEXT_ENCODERS)}")
+
+
+def check_cpu_size(cfg: FlowTokConfig, flops_per_batch: float, device: torch.device) -> None:
+    """Refuse a paper-sized run on a CPU (minutes per repeat, and meaningless there)."""
+    if device.type == "cpu" and flops_per_batch > CPU_MAX_TFLOP_PER_BATCH * 1e12:
+        raise ConfigError(
+            f"preset {cfg.name} needs {flops_per_batch / 1e12:.1f} TFLOP per timed batch: too much "
+            "for a CPU benchmark; use --preset tiny, shapes or emoji64, or a CUDA device")
+
+
+# ----------------------------------------------------------------------------- compare
+
+
+@contextlib.contextmanager
+def kernels_env(name: str | None) -> Iterator[None]:
+    """Run with FLOWTOK_KERNELS=name (None: unset), restoring the previous value after."""
+    old = os.environ.get(KERNELS_ENV)
+    if name is None:
+        os.environ.pop(KERNELS_ENV, None)
+    else:
+        os.environ[KERNELS_ENV] = name
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(KERNELS_ENV, None)
+        else:
+            os.environ[KERNELS_ENV] = old
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
+
+
+def measure_variant(name: str, group: str, fn: Callable[[], object], device: torch.device,
+                    repeats: int, warmup: int, context: Callable[[], contextlib.AbstractContextManager]
+                    = contextlib.nullcontext) -> dict:
+    """Time ``fn`` under ``context``; a backend that cannot run is a row saying why, not a crash."""
+    row = {"name": name, "group": group, "status": "ok", "reason": None, "ms_per_batch": None,
+           "first_call_s": None}
+    with warnings.catch_warnings(record=True) as caught:  # SDPA says why a kernel cannot run
+        warnings.simplefilter("always")
+        try:
+            with context():
+                t0 = time.perf_counter()
+                fn()  # first call: compiles / captures / fails fast
+                synchronize(device)
+                row["first_call_s"] = time.perf_counter() - t0
+                t = time_call(fn, device, repeats, max(warmup - 1, 0))
+            row.update(ms_per_batch=t.median_ms, min_ms=t.min_ms, max_ms=t.max_ms)
+        except BackendUnavailable as e:
+            row.update(status="unavailable", reason=str(e))
+        except Exception as e:  # noqa: BLE001 - a failing variant is reported in its row
+            hint = next((str(w.message).strip().splitlines()[0] for w in caught
+                         if str(w.message).strip()), "")
+            no_kernel = any(k in str(e) for k in ("No available kernel", "No viable backend"))
+            row.update(status="unavailable" if no_kernel else "failed",
+                       reason=_first_line(e) + (f" ({hint[:200]})" if hint else ""))
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    return row
+
+
+def _triton_runs_on_cpu() -> bool:
+    """True when the dispatcher accepts Triton on CPU tensors: only its interpreter does that."""
+    x = torch.zeros(1, 1, 8)
+    try:
+        flowtok_kernels.layernorm_modulate(x, x[:, 0], x[:, 0], backend="triton")
+    except BackendUnavailable:
+        return False
+    return True
+
+
+def _skipped(name: str, group: str, reason: str) -> dict:
+    return {"name": name, "group": group, "status": "skipped", "reason": reason,
+            "ms_per_batch": None, "first_call_s": None}
+
+
+def _sdpa_context(member: str) -> Callable[[], contextlib.AbstractContextManager]:
+    def ctx():
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(kernels_env("sdpa"))
+        stack.enter_context(sdpa_kernel(getattr(SDPBackend, member)))
+        return stack
+    return ctx
+
+
+def _cuda_graph(fn: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+    """Capture ``fn`` (static inputs) in one CUDA graph after a warm-up on a side stream."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+
+    def replay() -> torch.Tensor:
+        graph.replay()
+        return out
+    return replay
+
+
+def compare_flow(cfg: FlowTokConfig, run: SampleRun, feats: torch.Tensor, opts: SampleBenchOptions,
+                 repeats: int, warmup: int, ceiling: float) -> dict:
+    """The flow stage (projector + steps x CFG passes) of one batch under each variant, with
+    the same inputs in this process; ratios are images/s over eager's."""
+    dev, m = run.m.device, run.m
+    B, passes = len(feats), F.flow_passes(run.steps, run.guidance)
+    flow_flops = F.projector_flops(cfg.text, cfg.K, cfg.C) + passes * F.flow_forward_flops(
+        cfg.flow, cfg.K, cfg.C)["total"]
+
+    def measure(name, group, fn, context=contextlib.nullcontext, flops=flow_flops):
+        row = measure_variant(name, group, fn, dev, repeats, warmup, context)
+        row["flops_per_image"] = flops
+        return row
+
+    rows = [measure("eager (auto kernels)", "framework", lambda: run.flow(feats),
+                    lambda: kernels_env(None))]
+    for name in KERNEL_BACKENDS:
+        label = f"{KERNELS_ENV}={name}"
+        if name == "triton" and dev.type != "cuda" and _triton_runs_on_cpu():
+            rows.append(_skipped(label, "kernels", "Triton runs on CPU only through its "
+                                 "interpreter (TRITON_INTERPRET=1), a test tool, not a benchmark"))
+            continue
+        rows.append(measure(label, "kernels", lambda: run.flow(feats),
+                            lambda name=name: kernels_env(name)))
+    for short, member in SDPA_BACKENDS.items():
+        rows.append(measure(f"SDPA {short}", "sdpa", lambda: run.flow(feats), _sdpa_context(member)))
+
+    compile_why = {"off": "--compile off"}.get(opts.compile)
+    if opts.compile == "auto" and dev.type != "cuda":
+        compile_why = ("not run on CPU: compiling takes minutes on a small machine; "
+                       "--compile on forces it")
+    compile_modes = ("default", "reduce-overhead") if dev.type == "cuda" else ("default",)
+    for mode in compile_modes:
+        name = f"torch.compile mode={mode}"
+        if compile_why:
+            rows.append(_skipped(name, "framework", compile_why))
+            continue
+        try:
+            compiled = torch.compile(m.flow.flow, mode=mode, dynamic=False)
+        except Exception as e:  # noqa: BLE001 - e.g. dynamo unsupported on this Python
+            rows.append(_skipped(name, "framework", f"torch.compile unavailable ({_first_line(e)})"))
+            continue
+        rows.append(measure(name, "framework", lambda c=compiled: run.flow(feats, velocity=c),
+                            lambda: kernels_env(None)))
+
+    if dev.type == "cuda":
+        rows.append(measure("CUDA graph off (capture-safe loop)", "graph",
+                            lambda: run.flow(feats, static=True), lambda: kernels_env(None)))
+        graphed: dict[str, Callable] = {}
+
+        def graph_call():
+            if "fn" not in graphed:
+                graphed["fn"] = _cuda_graph(lambda: run.flow(feats, static=True))
+            return graphed["fn"]()
+        rows.append(measure("CUDA graph on (whole loop)", "graph", graph_call,
+                            lambda: kernels_env(None)))
+    else:
+        for name in ("CUDA graph off (capture-safe loop)", "CUDA graph on (whole loop)"):
+            rows.append(_skipped(name, "graph", "CUDA graphs need a CUDA device"))
+
+    rows.append(_baseline_row(cfg, run, B, measure))
+
+    eager = rows[0]["ms_per_batch"]
+    for r in rows:
+        ok = r["status"] == "ok"
+        r["images_per_s"] = B / (r["ms_per_batch"] * 1e-3) if ok else None
+        r["ratio_vs_eager"] = eager / r["ms_per_batch"] if ok and eager else None
+        r["tflops_per_s"] = (r["flops_per_image"] * r["images_per_s"] / 1e12
+                             if ok and r.get("flops_per_image") else None)
+    base = rows[-1]
+    over_2d = (base["ms_per_batch"] / eager if base["status"] == "ok" and eager else None)
+    per_step = F.flow_passes(1, run.guidance)
+    return {"stage": f"flow: projector + {run.steps} steps x {per_step} passes (no text encoder, "
+                     "no decoder)", "batch": B, "rows": rows, "flowtok_over_2d": over_2d,
+            "ceiling_tflops": ceiling}
+
+
+def _baseline_row(cfg: FlowTokConfig, run: SampleRun, batch: int, measure) -> dict:
+    """The 2D-latent DiT/2 with cross-attention, same width/depth/heads, same sampler."""
+    m = run.m
+    name = (f"2D baseline DiT/2 {LATENT_SIZE}x{LATENT_SIZE}x{LATENT_CHANNELS} + cross-attn "
+            f"(w{cfg.flow.width} d{cfg.flow.depth})")
+    with torch.device(m.device):
+        base = Baseline2D(cfg.flow)
+    base = base.to(m.device, m.dtype).eval().requires_grad_(False)
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.randn(batch, LATENT_CHANNELS, LATENT_SIZE, LATENT_SIZE, generator=g).to(m.device)
+    text = torch.randn(batch, TEXT_TOKENS, TEXT_DIM, generator=g).to(m.device, m.dtype)
+    velocity = base.with_text(text)
+    flops = F.flow_passes(run.steps, run.guidance) * F.baseline_2d_forward_flops(
+        cfg.flow, base.num_tokens, base.patch_dim, TEXT_TOKENS, TEXT_DIM)["total"]
+
+    def sample():
+        with run._ctx():
+            return euler_sample(velocity, x0, run.steps, run.guidance)
+    row = measure(name, "baseline", sample, lambda: kernels_env(None), flops)
+    row["tokens"] = base.num_tokens
+    del base
+    return row
+
+
+# ----------------------------------------------------------------------------- the benchmark
+
+
+def run_sample_bench(cfg: FlowTokConfig, opts: SampleBenchOptions) -> dict:
+    """Measure text-to-image sampling of ``cfg``'s model sizes; see the module docstring."""
+    check_options(opts)
+    dev = resolve_device(opts.device)
+    dtype = resolve_dtype(opts.dtype, dev)
+    cuda = dev.type == "cuda"
+    repeats = opts.repeats or (5 if cuda else 3)
+    warmup = opts.warmup if opts.warmup is not None else (2 if cuda else 1)
+    guidance = cfg.flow.guidance if opts.guidance is None else opts.guidance
+    kind = opts.text_encoder or default_text_encoder(cfg)
+    flops = F.sample_flops(cfg, opts.steps, guidance, text_encoder=kind)
+    check_cpu_size(cfg, flops["total"] * opts.batch, dev)
+
+    models = build_models(cfg, dev, dtype, kind, opts.seed)
+    inputs = make_inputs(models, cfg, opts.batch, opts.seed)
+    run = SampleRun(models, inputs, opts.steps, guidance)
+    ceiling = matmul_ceiling(dev, dtype)
+    top = ceiling["tflops"]
+
+    feats = run.text()
+    latents = run.flow(feats)
+    t_text = time_call(run.text, dev, repeats, warmup)
+    t_flow = time_call(lambda: run.flow(feats), dev, repeats, warmup)
+    t_dec = time_call(lambda: run.decode(latents, feats), dev, repeats, warmup)
+    reset_peak_memory(dev)
+    t_e2e = time_call(run.end_to_end, dev, repeats, warmup)
+    peak = peak_memory(dev)
+    B = opts.batch
+    stages = {
+        "text": stage_figures(t_text, B, flops["text_encoder"], top),
+        "flow": stage_figures(t_flow, B, flops["projector"] + flops["flow"], top),
+        "decode": stage_figures(t_dec, B, flops["decoder"], top),
+        "end_to_end": stage_figures(t_e2e, B, flops["total"], top),
+    }
+    one = SampleRun(models, inputs.head(1), opts.steps, guidance)
+    t_one = time_call(one.end_to_end, dev, repeats, warmup)
+
+    compare = None
+    if opts.compare:
+        compare = compare_flow(cfg, run, feats, opts, repeats, warmup, top)
+
+    notes = [RANDOM_WEIGHTS]
+    if not cuda:
+        notes.append(CPU_NOTE)
+    if kind == "tiny" and cfg.text.encoder != "tiny":
+        notes.append(f"text encoder: the tiny test encoder stands in for {cfg.text.encoder} "
+                     "(default for small presets; --text-encoder minilm for a random MiniLM)")
+    return {
+        "schema": SCHEMA, "preset": cfg.name, "batch": B, "steps": opts.steps,
+        "guidance": guidance, "cfg_passes": F.flow_passes(1, guidance), "dtype": dtype_name(dtype),
+        "weights": RANDOM_WEIGHTS, "notes": notes, "device": device_info(dev, dtype),
+        "text_encoder": {"kind": kind, "label": models.text_label},
+        "kernels_env": os.environ.get(KERNELS_ENV),  # FLOWTOK_KERNELS for the stage timings
+        "timing": {"method": timing_method(dev), "statistic": "median", "warmup": warmup,
+                   "repeats": repeats},
+        "ceiling": ceiling, "flops_per_image": flops, "stages": stages,
+        "batch1_latency_ms": t_one.median_ms, "peak_memory_bytes": peak,
+        "paper": [dict(p, **PAPER_SETTING) for p in PAPER_THROUGHPUT], "compare": compare,
+    }
+
+
+# ----------------------------------------------------------------------------- plot
+
+
+def require_matplotlib() -> None:
+    """Fail before a long run when --plot cannot be honoured."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise FlowTokError("--plot needs matplotlib, an optional extra: pip install 'flowtok[plot]'")
+
+
+def save_plot(result: dict, path: str | os.PathLike) -> None:
+    """ms/image per stage and (with compare) the ratio of each variant over eager, as a PNG
+    written atomically."""
+    import tempfile
+    from pathlib import Path
+
+    require_matplotlib()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    rows = [r for r in (result.get("compare") or {}).get("rows", []) if r["status"] == "ok"]
+    fig, axes = plt.subplots(1, 2 if rows else 1, figsize=(12 if rows else 6, 4), squeeze=False)
+    stages = result["stages"]
+    names = ["text", "flow", "decode", "end_to_end"]
+    axes[0][0].barh(names, [stages[n]["ms_per_image"] for n in names])
+    axes[0][0].set_xlabel("ms per image")
+    axes[0][0].invert_yaxis()
+    axes[0][0].set_title(f"{result['preset']}, batch {result['batch']}, {result['dtype']}")
+    if rows:
+        axes[0][1].barh([r["name"] for r in rows], [r["ratio_vs_eager"] for r in rows])
+        axes[0][1].axvline(1.0, color="k", lw=0.8)
+        axes[0][1].set_xlabel("speed vs eager (flow stage)")
+        axes[0][1].invert_yaxis()
+    fig.suptitle(f"flowtok bench sample on {result['device']['name']} ({RANDOM_WEIGHTS})",
+                 fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
