@@ -4,6 +4,7 @@
 // backward gives each block a chunk of rows of one sample and writes per-chunk partial sums
 // of dshift / dscale / dgate, summed afterwards (deterministic, no atomics).
 #include <type_traits>
+#include <vector>
 
 #include "common.cuh"
 #include "ops.h"
@@ -260,8 +261,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fwd(
   return {x_new, out, mean, rstd};
 }
 
-// -> dx, dy (undefined without residual), partial sums reduced to (2 or 3, B, D) fp32.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> bwd(
+// -> dx, dy (undefined without residual), [dshift, dscale(, dgate)] as separate (B, D) fp32
+// tensors (an op's outputs must not alias each other).
+std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>> bwd(
     const at::Tensor& dout_in, const std::optional<at::Tensor>& dx_new_in, const at::Tensor& x_in,
     const at::Tensor* y_in, const at::Tensor* gate_in, const at::Tensor& scale_in,
     const at::Tensor& mean, const at::Tensor& rstd) {
@@ -313,7 +315,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bwd(
       });
     });
   }
-  return {dx, dy, parts.view({parts.size(0), B, chunks, D}).sum(2)};
+  std::vector<at::Tensor> sums;
+  for (int64_t i = 0; i < parts.size(0); ++i) sums.push_back(parts[i].view({B, chunks, D}).sum(1));
+  return {dx, dy, sums};
 }
 
 }  // namespace

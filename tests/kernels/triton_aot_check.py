@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from typing import ClassVar
 
 import torch
 import triton
@@ -27,7 +28,7 @@ _LAUNCH_OPTIONS = ("num_warps", "num_stages")
 class _Recorder:
     """Stands in for ``wrap_triton(kernel)``: records ``[grid](*args, **kwargs)`` calls."""
 
-    calls: list = []
+    calls: ClassVar[list] = []
 
     def __init__(self, kernel):
         self.kernel = kernel
@@ -90,7 +91,7 @@ def launches(cases):
 def default_cases():
     from flowtok_kernels.triton_ops import attention, euler_cfg, gated_residual, layernorm_modulate
 
-    meta = dict(device="meta")
+    meta = {"device": "meta"}
     cases = []
     for dtype in (torch.bfloat16, torch.float16, torch.float32):
         for n, d in ((77, 72), (77, 64), (77, 80), (77, 96), (77, 128), (300, 72)):

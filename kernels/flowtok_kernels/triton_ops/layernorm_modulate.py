@@ -146,7 +146,7 @@ def _fwd(x, y, gate, shift, scale, eps):
 
 
 def _bwd(dout, dx_new, x, y, gate, scale, mean, rstd):
-    """-> dx, dy (dx again without a residual), sums (2 or 3, B, D) fp32: dshift, dscale[, dgate]."""
+    """-> dx, dy (dx again without a residual), [dshift, dscale(, dgate)] as (B, D) fp32."""
     b, n, d = x.shape
     dout, x = dout.contiguous(), x.contiguous()
     has_res = y is not None
@@ -157,7 +157,10 @@ def _bwd(dout, dx_new, x, y, gate, scale, mean, rstd):
     gate = _row_major(gate) if has_res else scale
     rows = min(ROWS_PER_PROGRAM_BWD, n)
     programs = b * triton.cdiv(n, rows)
-    parts = torch.empty((3 if has_res else 2, programs, d), dtype=torch.float32, device=x.device)
+    # one buffer per reduction, so the summed gradients are separate tensors (an op's outputs
+    # must not alias each other)
+    parts = [torch.empty((programs, d), dtype=torch.float32, device=x.device)
+             for _ in range(3 if has_res else 2)]
     dx = shapes.like(x)
     dy = shapes.like(y) if has_res else dx
     block_d = triton.next_power_of_2(d)
@@ -167,8 +170,7 @@ def _bwd(dout, dx_new, x, y, gate, scale, mean, rstd):
         n, d, gate.stride(0), scale.stride(0), rows,
         BLOCK_D=block_d, HAS_RESIDUAL=has_res, HAS_DXNEW=has_dxnew, num_warps=_warps(block_d),
     )
-    sums = parts.view(parts.shape[0], b, -1, d).sum(2)  # (2 or 3, B, D)
-    return dx, dy, sums
+    return dx, dy, [p.view(b, -1, d).sum(1) for p in parts]  # each (B, D)
 
 
 def layernorm_modulate_fwd(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor,
