@@ -4,7 +4,8 @@ The interpreter runs kernels as Python, so it cannot catch what only the GPU com
 (layouts, dot shapes, register limits). This script runs each launcher on meta tensors with the
 launch recorded instead of executed, then compiles the recorded kernels with triton.compile for
 a target architecture and prints one JSON line per kernel (name, shapes, registers, spills).
-Run it in a process WITHOUT TRITON_INTERPRET (tests/kernels/test_kernel_triton_aot.py does).
+Run it in a process WITHOUT TRITON_INTERPRET (tests/kernels/test_kernel_triton_aot.py does):
+    python tests/kernels/triton_aot_check.py [CAPABILITY=90] [--quick]
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ _LAUNCH_OPTIONS = ("num_warps", "num_stages")
 
 
 class _Recorder:
-    """Stands in for ``wrap_triton(kernel)``: records ``[grid](*args, **kwargs)`` calls."""
+    """Stands in for ``wrap_triton(kernel)`` in the launchers: records ``[grid](*args, **kwargs)``
+    calls instead of running them."""
 
     calls: ClassVar[list] = []
 
@@ -79,22 +81,30 @@ def _ptxas_usage(ptx: str, arch: str) -> dict:
 
 def launches(cases):
     """Run each (launcher, args) case on meta tensors; return the recorded kernel launches."""
-    from flowtok_kernels.triton_ops import _op
+    from flowtok_kernels.triton_ops import attention, euler_cfg, gated_residual, layernorm_modulate
 
-    _op.launch = _Recorder
+    for module in (attention, euler_cfg, gated_residual, layernorm_modulate):
+        module.wrap_triton = _Recorder
     _Recorder.calls = []
     for fn, args in cases:
         fn(*args)
     return list(_Recorder.calls)
 
 
-def default_cases():
+FULL = {"dtypes": (torch.bfloat16, torch.float16, torch.float32),
+        "attention": ((77, 72), (77, 64), (77, 80), (77, 96), (77, 128), (300, 72)),
+        "others": True}
+QUICK = {"dtypes": (torch.bfloat16,), "attention": ((77, 72),), "others": False}
+
+
+def default_cases(plan=FULL):
+    """(launcher, args) on meta tensors for every kernel variant in ``plan``."""
     from flowtok_kernels.triton_ops import attention, euler_cfg, gated_residual, layernorm_modulate
 
     meta = {"device": "meta"}
     cases = []
-    for dtype in (torch.bfloat16, torch.float16, torch.float32):
-        for n, d in ((77, 72), (77, 64), (77, 80), (77, 96), (77, 128), (300, 72)):
+    for dtype in plan["dtypes"]:
+        for n, d in plan["attention"]:
             q = torch.empty(2, 3, n, d, dtype=dtype, **meta)
             lse = torch.empty(2, 3, n, dtype=torch.float32, **meta)
             cases.append((attention.attention_fwd, (q, q, q, d**-0.5)))
@@ -102,12 +112,14 @@ def default_cases():
         x = torch.empty(2, 77, 1152, dtype=dtype, **meta)
         mod = torch.empty(2, 1152, dtype=dtype, **meta)
         stats = torch.empty(2, 77, dtype=torch.float32, **meta)
-        cases.append((layernorm_modulate.layernorm_modulate_fwd, (x, mod, mod, 1e-6)))
-        cases.append((layernorm_modulate.layernorm_modulate_bwd, (x, x, mod, mod, stats, stats)))
         cases.append((layernorm_modulate.residual_layernorm_modulate_fwd,
                       (x, mod, x, mod, mod, 1e-6)))
         cases.append((layernorm_modulate.residual_layernorm_modulate_bwd,
                       (x, x, x, mod, x, mod, stats, stats)))
+        if not plan["others"]:
+            continue
+        cases.append((layernorm_modulate.layernorm_modulate_fwd, (x, mod, mod, 1e-6)))
+        cases.append((layernorm_modulate.layernorm_modulate_bwd, (x, x, mod, mod, stats, stats)))
         cases.append((gated_residual.gated_residual_fwd, (x, mod, x)))
         cases.append((gated_residual.gated_residual_bwd, (x, mod, x)))
         scalar = torch.empty((), dtype=torch.float32, **meta)
@@ -115,14 +127,14 @@ def default_cases():
     return cases
 
 
-def main(capability: int = 90) -> int:
+def main(capability: int = 90, quick: bool = False) -> int:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     target = GPUTarget("cuda", capability, 32)
     arch = f"sm_{capability}a" if capability >= 90 else f"sm_{capability}"
     failures = 0
-    for kernel, grid, args, kwargs in launches(default_cases()):
+    for kernel, grid, args, kwargs in launches(default_cases(QUICK if quick else FULL)):
         signature, constexprs = _signature(kernel, args, kwargs)
         options = {k: kwargs[k] for k in _LAUNCH_OPTIONS if k in kwargs}
         row = {"kernel": kernel.__name__, "grid": list(grid),
@@ -144,4 +156,5 @@ if __name__ == "__main__":
     if os.environ.get("TRITON_INTERPRET") == "1":
         sys.exit("run without TRITON_INTERPRET=1: interpreted kernels cannot be compiled")
 
-    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 90))
+    argv = [a for a in sys.argv[1:] if a != "--quick"]
+    sys.exit(main(int(argv[0]) if argv else 90, quick="--quick" in sys.argv))

@@ -24,11 +24,6 @@ def is_interpreted(kernel: Any) -> bool:
     return isinstance(kernel, InterpretedFunction)
 
 
-def launch(kernel: Any) -> Any:
-    """``kernel`` made visible to torch.compile's tracing (a no-op for interpreted kernels)."""
-    return torch.library.wrap_triton(kernel)
-
-
 def register(
     name: str,
     launcher: Callable,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
+from torch.library import wrap_triton
 
 from flowtok_kernels import shapes
 from flowtok_kernels.triton_ops import _op
@@ -374,15 +375,36 @@ def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         raise ValueError(f"triton attention supports head dim <= {MAX_HEAD_DIM}, got {q.shape[3]}")
 
 
+def tuning_candidates(n_q: int, n_k: int, d: int, dtype: torch.dtype,
+                      backward: bool) -> list[AttentionBlocks]:
+    """The default tiles and a few neighbours, for ``flowtok bench kernels --tune`` on a GPU."""
+    base = (backward_blocks if backward else forward_blocks)(n_q, n_k, d, dtype)
+    out = [base]
+    for block_m in (16, 32, 64, 128):
+        for warps in (4, 8):
+            cand = AttentionBlocks(base.d0, base.d1, block_m, base.block_n, base.one_kv_block,
+                                   warps, base.num_stages)
+            if cand not in out and (not backward or block_m <= 64):
+                out.append(cand)
+    if not backward and base.one_kv_block:  # the same shape through the key loop
+        out.append(AttentionBlocks(base.d0, base.d1, 64, 64, False, 4, 2))
+    return out
+
+
 def attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                   scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """q (B, H, N_Q, D), k, v (B, H, N_K, D) -> o (B, H, N_Q, D), lse (B, H, N_Q) fp32 (log2)."""
+    return launch_forward(q, k, v, scale, None)
+
+
+def launch_forward(q, k, v, scale: float, cfg: AttentionBlocks | None):
+    """``attention_fwd`` with explicit tiles (None: ``forward_blocks``)."""
     b, h, n_q, d = q.shape
     n_k = k.shape[2]
     o, lse = shapes.attention_fwd(q, k, v, scale)
-    cfg = forward_blocks(n_q, n_k, d, q.dtype)
+    cfg = cfg or forward_blocks(n_q, n_k, d, q.dtype)
     grid = (triton.cdiv(n_q, cfg.block_m) * b * h,)
-    _op.launch(_attn_fwd_kernel)[grid](
+    wrap_triton(_attn_fwd_kernel)[grid](
         q, k, v, o, lse, *q.stride(), *k.stride(), *v.stride(), *o.stride(),
         h, n_q, n_k, scale * LOG2E,
         D=d, D0=cfg.d0, D1=cfg.d1, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
@@ -396,20 +418,25 @@ def attention_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.T
                   o: torch.Tensor, lse: torch.Tensor,
                   scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """dO (B, H, N_Q, D) and the forward's tensors -> dq, dk, dv shaped like q, k, v."""
+    return launch_backward(do, q, k, v, o, lse, scale, None)
+
+
+def launch_backward(do, q, k, v, o, lse, scale: float, cfg: AttentionBlocks | None):
+    """``attention_bwd`` with explicit tiles (None: ``backward_blocks``)."""
     b, h, n_q, d = q.shape
     n_k = k.shape[2]
     dq, dk, dv = shapes.attention_bwd(do, q, k, v, o, lse, scale)
-    cfg = backward_blocks(n_q, n_k, d, q.dtype)
+    cfg = cfg or backward_blocks(n_q, n_k, d, q.dtype)
     prec = _precision(q.dtype)
     if cfg.one_kv_block:
         delta = lse  # unused: the one-launch kernel computes delta itself
     else:
         delta = torch.empty_like(lse)
-        _op.launch(_attn_bwd_delta_kernel)[(triton.cdiv(n_q, cfg.block_m) * b * h,)](
+        wrap_triton(_attn_bwd_delta_kernel)[(triton.cdiv(n_q, cfg.block_m) * b * h,)](
             o, do, delta, *o.stride(), *do.stride(), h, n_q,
             D=d, D0=cfg.d0, D1=cfg.d1, BLOCK_M=cfg.block_m, num_warps=4,
         )
-    _op.launch(_attn_bwd_dkdv_kernel)[(triton.cdiv(n_k, cfg.block_n) * b * h,)](
+    wrap_triton(_attn_bwd_dkdv_kernel)[(triton.cdiv(n_k, cfg.block_n) * b * h,)](
         q, k, v, o, do, lse, delta, dq, dk, dv,
         *q.stride(), *k.stride(), *v.stride(), *o.stride(), *do.stride(),
         *dq.stride(), *dk.stride(), *dv.stride(),
@@ -419,7 +446,7 @@ def attention_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.T
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     if not cfg.one_kv_block:
-        _op.launch(_attn_bwd_dq_kernel)[(triton.cdiv(n_q, cfg.block_m) * b * h,)](
+        wrap_triton(_attn_bwd_dq_kernel)[(triton.cdiv(n_q, cfg.block_m) * b * h,)](
             q, k, v, do, lse, delta, dq,
             *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
             h, n_q, n_k, scale, scale * LOG2E,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from torch.library import wrap_triton
 
 from flowtok_kernels import shapes
 from flowtok_kernels.triton_ops import _op
@@ -69,7 +70,7 @@ def euler_cfg_step_(x: torch.Tensor, v_u: torch.Tensor, v_c: torch.Tensor, dt: t
     if numel == 0:
         return
     dt_ps, s_ps = _per_sample(dt, x, "dt"), _per_sample(s, x, "s")
-    _op.launch(_euler_cfg_kernel)[(triton.cdiv(numel, BLOCK),)](
+    wrap_triton(_euler_cfg_kernel)[(triton.cdiv(numel, BLOCK),)](
         x, v_u.contiguous(), v_c.contiguous(), dt, s, numel,
         numel // x.shape[0] if x.dim() else numel,
         DT_PER_SAMPLE=dt_ps, S_PER_SAMPLE=s_ps, BLOCK=BLOCK, num_warps=4,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from torch.library import wrap_triton
 
 from flowtok_kernels import shapes
 from flowtok_kernels.triton_ops import _op
@@ -74,7 +75,7 @@ def gated_residual_fwd(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> 
     x, y, gate = x.contiguous(), y.contiguous(), _row_major(gate)
     out = shapes.gated_residual_fwd(x, gate, y)
     block_d = triton.next_power_of_2(d)
-    _op.launch(_gated_residual_fwd_kernel)[(b * n,)](
+    wrap_triton(_gated_residual_fwd_kernel)[(b * n,)](
         x, gate, y, out, n, d, gate.stride(0), BLOCK_D=block_d,
         num_warps=4 if block_d <= 2048 else 8,
     )
@@ -91,7 +92,7 @@ def gated_residual_bwd(dout: torch.Tensor, gate: torch.Tensor,
     part = torch.empty((programs, d), dtype=torch.float32, device=y.device)
     dy = shapes.like(y)
     block_d = triton.next_power_of_2(d)
-    _op.launch(_gated_residual_bwd_kernel)[(programs,)](
+    wrap_triton(_gated_residual_bwd_kernel)[(programs,)](
         dout, gate, y, dy, part, n, d, gate.stride(0), rows, BLOCK_D=block_d,
         num_warps=4 if block_d <= 2048 else 8,
     )

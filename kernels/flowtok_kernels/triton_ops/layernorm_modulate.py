@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from torch.library import wrap_triton
 
 from flowtok_kernels import shapes
 from flowtok_kernels.triton_ops import _op
@@ -137,7 +138,7 @@ def _fwd(x, y, gate, shift, scale, eps):
     out, mean, rstd = shapes.layernorm_modulate_fwd(x, shift, scale, eps)
     x_new = shapes.like(x) if has_res else out
     block_d = triton.next_power_of_2(d)
-    _op.launch(_ln_mod_fwd_kernel)[(b * n,)](
+    wrap_triton(_ln_mod_fwd_kernel)[(b * n,)](
         x, y, gate, shift, scale, x_new, out, mean, rstd,
         n, d, gate.stride(0), shift.stride(0), scale.stride(0), eps,
         BLOCK_D=block_d, HAS_RESIDUAL=has_res, num_warps=_warps(block_d),
@@ -164,7 +165,7 @@ def _bwd(dout, dx_new, x, y, gate, scale, mean, rstd):
     dx = shapes.like(x)
     dy = shapes.like(y) if has_res else dx
     block_d = triton.next_power_of_2(d)
-    _op.launch(_ln_mod_bwd_kernel)[(programs,)](
+    wrap_triton(_ln_mod_bwd_kernel)[(programs,)](
         dout, dx_new, x, y, gate, scale, mean, rstd, dx, dy,
         parts[0], parts[1], parts[-1],
         n, d, gate.stride(0), scale.stride(0), rows,
