@@ -541,6 +541,9 @@ def compare_flow(cfg: FlowTokConfig, run: SampleRun, feats: torch.Tensor, opts: 
     for short, member in SDPA_BACKENDS.items():
         rows.append(measure(f"SDPA {short}", "sdpa", lambda: run.flow(feats), _sdpa_context(member)))
 
+    # before compile and graph capture: a failed capture can leave the device unusable
+    rows.append(_baseline_row(cfg, run, B, measure))
+
     compile_why = {"off": "--compile off"}.get(opts.compile)
     if opts.compile == "auto" and dev.type != "cuda":
         compile_why = ("not run on CPU: compiling takes minutes on a small machine; "
@@ -574,8 +577,6 @@ def compare_flow(cfg: FlowTokConfig, run: SampleRun, feats: torch.Tensor, opts: 
         for name in ("CUDA graph off (capture-safe loop)", "CUDA graph on (whole loop)"):
             rows.append(_skipped(name, "graph", "CUDA graphs need a CUDA device"))
 
-    rows.append(_baseline_row(cfg, run, B, measure))
-
     eager = rows[0]["ms_per_batch"]
     for r in rows:
         ok = r["status"] == "ok"
@@ -583,7 +584,7 @@ def compare_flow(cfg: FlowTokConfig, run: SampleRun, feats: torch.Tensor, opts: 
         r["ratio_vs_eager"] = eager / r["ms_per_batch"] if ok and eager else None
         r["tflops_per_s"] = (r["flops_per_image"] * r["images_per_s"] / 1e12
                              if ok and r.get("flops_per_image") else None)
-    base = rows[-1]
+    base = next(r for r in rows if r["group"] == "baseline")
     over_2d = (base["ms_per_batch"] / eager if base["status"] == "ok" and eager else None)
     per_step = F.flow_passes(1, run.guidance)
     return {"stage": f"flow: projector + {run.steps} steps x {per_step} passes (no text encoder, "
