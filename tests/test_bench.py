@@ -188,7 +188,7 @@ def test_bench_sample_json_schema_on_cpu():
     assert r["device"]["type"] == "cpu" and r["peak_memory_bytes"] is None
     assert r["text_encoder"]["kind"] == "tiny"
     assert r["timing"]["statistic"] == "median" and r["timing"]["repeats"] == 1
-    assert r["ceiling"]["dtype"] == "fp32" and r["ceiling"]["tflops"] > 0
+    assert r["ceiling"]["dtype"] == "float32" and r["ceiling"]["tflops"] > 0
     want = F.sample_flops(load_preset("tiny"), 2, 2.0, text_encoder="tiny")
     assert r["flops_per_image"] == want
     stage_flops = {"text": want["text_encoder"], "flow": want["projector"] + want["flow"],

@@ -18,23 +18,20 @@ median of repeats.
     ceiling {tflops, dtype, shape, median_ms, method},
     flops_per_image {text_encoder, projector, flow, decoder, total, flow_forward, flow_passes},
     stages {text, flow, decode, end_to_end}: each {ms_per_batch, ms_per_image, images_per_s,
-        flops_per_image, tflops_per_s, pct_of_ceiling, min_ms, max_ms},
+        flops_per_image, tflops_per_s, pct_of_ceiling, min_ms, max_ms, p20_ms, p80_ms},
     batch1_latency_ms, peak_memory_bytes (None on CPU),
     paper [{model, images_per_s, hardware, dtype, batch, steps, label}],
     compare None | {stage, batch, rows [{name, group, status (ok | unavailable | skipped |
         failed), reason, ms_per_batch, images_per_s, ratio_vs_eager, flops_per_image,
         tflops_per_s, first_call_s}], flowtok_over_2d}
 
-The timing helpers (``Timing``, ``time_call``, ``matmul_ceiling``, ``device_info``) belong in
-flowtok/bench/timing.py once it exists.
+Timing and the measured matmul ceiling come from flowtok.bench.timing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import platform
-import statistics
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -42,9 +39,11 @@ from dataclasses import dataclass
 
 import flowtok_kernels
 import torch
+from flowtok_kernels import BackendUnavailable
 from torch import nn
 
 from flowtok.bench import flops as F
+from flowtok.bench import timing
 from flowtok.bench.baseline_2d import (
     LATENT_CHANNELS,
     LATENT_SIZE,
@@ -52,11 +51,13 @@ from flowtok.bench.baseline_2d import (
     TEXT_TOKENS,
     Baseline2D,
 )
+from flowtok.bench.timing import Timing, matmul_ceiling, synchronize, time_call, timing_method
 from flowtok.config import FlowTokConfig
 from flowtok.errors import ConfigError, FlowTokError
 from flowtok.flow.model import TextImageFlow
 from flowtok.flow.sampler import euler_sample
 from flowtok.tokenizer.model import Tokenizer
+from flowtok.train.trainer import resolve_device
 
 SCHEMA = "flowtok.bench.sample/1"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -87,69 +88,9 @@ KERNEL_BACKENDS = ("torch", "sdpa", "triton", "cuda", "xformers")  # flowtok_ker
 KERNELS_ENV = "FLOWTOK_KERNELS"
 SDPA_BACKENDS = {"math": "MATH", "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION",
                  "cudnn": "CUDNN_ATTENTION"}  # torch.nn.attention.SDPBackend members
-GPU_CEILING = {"size": 8192, "repeats": 20, "warmup": 3}
-CPU_CEILING = {"size": 1024, "repeats": 5, "warmup": 1}
-BackendUnavailable = getattr(flowtok_kernels, "BackendUnavailable", RuntimeError)
 
 
-# ----------------------------------------------------------------------------- timing helpers
-
-
-@dataclass
-class Timing:
-    """Wall time of one call, in milliseconds, over ``repeats`` calls after warm-up."""
-
-    median_ms: float
-    min_ms: float
-    max_ms: float
-    repeats: int
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timing_method(device: torch.device) -> str:
-    return "cuda events" if device.type == "cuda" else "time.perf_counter + synchronize"
-
-
-def time_call(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> Timing:
-    """Median wall time of ``fn()``: ``warmup`` untimed calls, then ``repeats`` timed ones."""
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            synchronize(device)
-            times.append((time.perf_counter() - t0) * 1e3)
-    return Timing(statistics.median(times), min(times), max(times), repeats)
-
-
-def matmul_ceiling(device: torch.device, dtype: torch.dtype) -> dict:
-    """Measured matmul ceiling: a large square GEMM (GPU: 8192^3 in ``dtype``; CPU: 1024^3 in
-    fp32). This, not a datasheet, is what achieved FLOP/s and MFU are divided by."""
-    spec = GPU_CEILING if device.type == "cuda" else CPU_CEILING
-    if device.type != "cuda":
-        dtype = torch.float32
-    n = spec["size"]
-    g = torch.Generator(device=device).manual_seed(0)
-    a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
-    b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
-    c = torch.empty(n, n, device=device, dtype=dtype)
-    t = time_call(lambda: torch.mm(a, b, out=c), device, spec["repeats"], spec["warmup"])
-    return {"tflops": 2 * n**3 / (t.median_ms * 1e-3) / 1e12, "dtype": dtype_name(dtype),
-            "shape": [n, n, n], "median_ms": t.median_ms, "method": f"torch.mm, {timing_method(device)}"}
+# ----------------------------------------------------------------------------- device, dtype, figures
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -157,16 +98,12 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def device_info(device: torch.device, dtype: torch.dtype) -> dict:
-    """What ran the benchmark: name, versions, memory, datasheet peak when known."""
-    info = {"type": device.type, "torch": torch.__version__, "cuda": torch.version.cuda,
-            "name": platform.processor() or platform.machine() or "cpu", "capability": None,
-            "memory_bytes": None, "threads": torch.get_num_threads(), "datasheet_tflops": None}
+    """flowtok.bench.timing.device_info + the datasheet peak for ``dtype`` when the GPU is known."""
+    info = timing.device_info(device)
+    info["datasheet_tflops"] = None
     if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        info.update(name=props.name, capability=f"{props.major}.{props.minor}",
-                    memory_bytes=props.total_memory)
         for key, peaks in DATASHEET_TFLOPS:
-            if key in props.name:
+            if key in info["name"]:
                 info["datasheet_tflops"] = peaks.get(dtype_name(dtype))
                 break
     return info
@@ -179,15 +116,6 @@ def peak_memory(device: torch.device) -> int | None:
 def reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: CUDA is not available here; use --device cpu")
-    return dev
 
 
 def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
@@ -213,7 +141,7 @@ def stage_figures(t: Timing, batch: int, flops_per_image: int, ceiling_tflops: f
     return {"ms_per_batch": t.median_ms, "ms_per_image": t.median_ms / batch,
             "images_per_s": batch / s, "flops_per_image": flops_per_image,
             "tflops_per_s": tflops, "pct_of_ceiling": 100.0 * tflops / ceiling_tflops,
-            "min_ms": t.min_ms, "max_ms": t.max_ms}
+            "min_ms": t.min_ms, "max_ms": t.max_ms, "p20_ms": t.p20_ms, "p80_ms": t.p80_ms}
 
 
 # ----------------------------------------------------------------------------- models and inputs

@@ -29,18 +29,16 @@ from flowtok.bench.sample import (
     check_cpu_size,
     device_info,
     dtype_name,
-    matmul_ceiling,
     peak_memory,
     reset_peak_memory,
-    resolve_device,
     resolve_dtype,
-    time_call,
-    timing_method,
 )
+from flowtok.bench.timing import matmul_ceiling, time_call, timing_method
 from flowtok.config import FlowTokConfig
 from flowtok.errors import ConfigError
 from flowtok.flow.model import TextImageFlow
 from flowtok.train.ema import EMA
+from flowtok.train.trainer import resolve_device
 
 SCHEMA = "flowtok.bench.train/1"
 MAX_DEFAULT_BATCH = {"cuda": 256, "cpu": 32}  # default batch: the preset's, capped per device
