@@ -139,19 +139,32 @@ def _requested(op: str, backend: str | None) -> tuple[str, bool]:
     return env, True
 
 
+_auto_memo: dict[tuple, tuple[str, str]] = {}
+
+
 def _choose(op: str, backend: str | None, device: torch.device,
-            unsupported: Callable[[str, bool], str | None]) -> tuple[str, str]:
+            unsupported: Callable[[str, bool], str | None], key: tuple = ()) -> tuple[str, str]:
     """(backend, reason). ``unsupported(name, explicit)`` rejects arguments a backend cannot
-    take (explicit requests skip limits that are only about speed)."""
+    take (explicit requests skip limits that are only about speed); ``key`` holds everything
+    it looks at, so auto's choice is computed once per (op, device type, key): dispatch costs
+    a dict lookup per call, not a string of checks, in every block of every step."""
     name, explicit = _requested(op, backend)
-    if explicit:
-        if name not in IMPLEMENTED[op]:
-            raise BackendUnavailable(f"{op} has no {name!r} backend; choose one of "
-                                     f"{', '.join(IMPLEMENTED[op])}")
-        why = _why_not(name, device) or unsupported(name, True)
-        if why:
-            raise BackendUnavailable(f"{op} backend {name!r} cannot run here: {why}")
-        return name, "requested" if backend else f"{ENV_VAR}={name}"
+    if not explicit:
+        memo_key = (op, device.type, key)
+        if memo_key not in _auto_memo:
+            _auto_memo[memo_key] = _choose_auto(op, device, unsupported)
+        return _auto_memo[memo_key]
+    if name not in IMPLEMENTED[op]:
+        raise BackendUnavailable(f"{op} has no {name!r} backend; choose one of "
+                                 f"{', '.join(IMPLEMENTED[op])}")
+    why = _why_not(name, device) or unsupported(name, True)
+    if why:
+        raise BackendUnavailable(f"{op} backend {name!r} cannot run here: {why}")
+    return name, "requested" if backend else f"{ENV_VAR}={name}"
+
+
+def _choose_auto(op: str, device: torch.device,
+                 unsupported: Callable[[str, bool], str | None]) -> tuple[str, str]:
     fallback = "sdpa" if op == "attention" else "torch"
     if device.type != "cuda":
         reason = "PyTorch's fused SDPA" if op == "attention" else "PyTorch reference"
@@ -194,6 +207,11 @@ def _attention_unsupported(q: torch.Tensor, k: torch.Tensor) -> Callable[[str, b
     return check
 
 
+def _attention_key(q: torch.Tensor, k: torch.Tensor) -> tuple:
+    """What ``_attention_unsupported`` looks at."""
+    return (q.dtype, q.shape[-1] > TRITON_MAX_HEAD_DIM, k.shape[-2] > SHORT_KEYS)
+
+
 def _xformers_attention(q, k, v, scale):
     import xformers.ops as xops
 
@@ -207,7 +225,8 @@ def attention(q, k, v, scale=None, backend: str | None = None):
 
     ``scale`` defaults to D ** -0.5. Differentiable on every backend.
     """
-    name, _ = _choose("attention", backend, q.device, _attention_unsupported(q, k))
+    name, _ = _choose("attention", backend, q.device, _attention_unsupported(q, k),
+                      _attention_key(q, k))
     if name == "sdpa":
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
     if name == "triton":
@@ -289,8 +308,9 @@ def backend_report(device: str | torch.device | None = None) -> dict[str, dict[s
     report = {}
     for op in IMPLEMENTED:
         check = _attention_unsupported(q, q) if op == "attention" else _no_limits
+        key = _attention_key(q, q) if op == "attention" else ()
         try:
-            name, reason = _choose(op, None, dev, check)
+            name, reason = _choose(op, None, dev, check, key)
         except BackendUnavailable as e:
             name, reason = "unavailable", str(e)
         report[op] = {"backend": name, "reason": reason}
