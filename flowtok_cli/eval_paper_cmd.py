@@ -83,14 +83,17 @@ def _run(protocol: Protocol, prompts_file: Path, real: Path, model: Path | None,
     if json_out:
         common.print_json(result)
         return
+    n_made = result["fake"]["n"]
+    made = (f"{n_made} images, {steps} Euler steps, guidance {guidance}, {size} px, "
+            f"seeds {seed}..{seed + n_made - 1}")
+    asked = (f"{protocol.n_images} prompts, {protocol.steps} steps, {protocol.image_size} px; "
+             f"prompts: {protocol.prompts}")
     common.print_table([
         (protocol.name, f"FID {result['fid']:.3f}"),
         ("model", pipe.model_id),
-        ("generated", f"{result['fake']['n']} images, {steps} Euler steps, guidance {guidance}, "
-                      f"{size} px, seeds {seed}..{seed + result['fake']['n'] - 1}"),
+        ("generated", made),
         ("real", f"{result['real']['path']} ({result['real']['n']} images)"),
-        ("protocol", f"{protocol.n_images} prompts, {protocol.steps} steps, "
-                     f"{protocol.image_size} px; prompts: {protocol.prompts}"),
+        ("protocol", asked),
         ("deviations", "; ".join(deviations) or "none"),
     ])
 
