@@ -41,11 +41,13 @@ def sample(
     device: DeviceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Images/s and ms/image of text-to-image sampling, end to end and per stage (text encoding,
-    flow steps with both CFG passes, decoding), batch-1 latency, peak memory, and FLOP/s as a
-    share of this device's measured matmul ceiling. Weights are random: speed does not depend
-    on their values. On a CPU it runs small presets only, and its numbers mean nothing as
-    absolutes.
+    """Text-to-image throughput, latency, memory and FLOP/s, end to end and per stage.
+
+    Images/s and ms/image for text encoding, flow steps with both CFG passes, and decoding;
+    batch-1 latency; peak memory; FLOP/s as a share of this device's measured matmul ceiling.
+    Weights are random: speed does not depend on their values. --compare also times the flow
+    stage under eager, torch.compile, each kernel and SDPA backend, CUDA graphs, and a 2D-latent
+    DiT baseline. On a CPU it runs small presets only; its numbers mean nothing as absolutes.
 
     Examples:
       flowtok bench sample --preset XL --batch 64 --steps 20 --dtype bf16

@@ -32,10 +32,12 @@ def train(
     device: DeviceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Step time, samples/s and MFU of one text-to-image flow training step (projector + flow,
-    AdamW, grad clipping, EMA) on random data. Model FLOPs = 3 x the forward of projector,
-    alignment head and flow per sample; MFU divides them by this device's measured matmul
-    ceiling. On a CPU it runs small presets only, and its numbers mean nothing as absolutes.
+    """Step time, samples/s and MFU of text-to-image flow training on random data.
+
+    One step as the trainer runs it: projector + flow under autocast, AdamW, grad clipping,
+    EMA. Model FLOPs = 3 x the forward of projector, alignment head and flow per sample; MFU
+    divides them by this device's measured matmul ceiling. On a CPU it runs small presets
+    only; its numbers mean nothing as absolutes.
 
     Examples:
       flowtok bench train --preset XL --batch 256
