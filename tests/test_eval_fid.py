@@ -150,6 +150,9 @@ def test_cached_real_statistics_are_reused_and_checked(folders, tmp_path):
     assert second["real"]["from"].startswith("cache") and second["fid"] == first["fid"]
     with pytest.raises(DataError, match="other files"):
         _fid(folders[16], folders[48], cache_stats=cache)  # same names, other sizes
+    with pytest.raises(DataError, match="made with"):
+        fid_between(folders["real"], folders[48], device="cpu", model=TinyFeatures(), size=24,
+                    cache_stats=cache)  # other resizing than the cached statistics
 
 
 def test_fid_warns_about_small_sets(folders):

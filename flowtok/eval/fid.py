@@ -115,7 +115,8 @@ class FIDStatistics:
     mu: np.ndarray
     sigma: np.ndarray
     n: int
-    fingerprint: str = ""
+    fingerprint: str = ""  # of the folder the statistics came from (folder_fingerprint)
+    made_with: str = ""  # feature network and resizing (_made_with)
 
 
 @torch.no_grad()
@@ -166,8 +167,8 @@ def save_statistics(path: Path, stats: FIDStatistics) -> None:
 
     buf = io.BytesIO()
     np.savez(buf, mu=stats.mu, sigma=stats.sigma, n=np.int64(stats.n),
-             fingerprint=np.str_(stats.fingerprint), format=np.str_(STATS_FORMAT),
-             features=np.str_(FEATURES), resize=np.str_(RESIZE))
+             fingerprint=np.str_(stats.fingerprint), made_with=np.str_(stats.made_with),
+             format=np.str_(STATS_FORMAT))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(Path(path), buf.getvalue())
 
@@ -181,11 +182,12 @@ def load_statistics(path: Path) -> FIDStatistics:
             mu, sigma = data["mu"].astype(np.float64), data["sigma"].astype(np.float64)
             n = int(data["n"]) if "n" in data else 0
             fingerprint = str(data["fingerprint"]) if "fingerprint" in data else ""
+            made_with = str(data["made_with"]) if "made_with" in data else ""
     except (OSError, ValueError) as e:
         raise DataError(f"{path}: not a readable .npz of FID statistics ({e})") from e
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
         raise DataError(f"{path}: mu {mu.shape} and sigma {sigma.shape} do not fit together")
-    return FIDStatistics(mu, sigma, n, fingerprint)
+    return FIDStatistics(mu, sigma, n, fingerprint, made_with)
 
 
 # ---- the distance -------------------------------------------------------------------------------
@@ -232,20 +234,30 @@ class _Source:
     report: dict
 
 
+def _made_with(custom_model: bool, size: int) -> str:
+    features = "custom feature model" if custom_model else FEATURES
+    return f"{features}; {RESIZE if size == INPUT_SIZE else f'resized to {size}px'}"
+
+
 def _set_statistics(path: Path, get_model, batch_size: int, device, num_workers: int,
-                    cache: Path | None, size: int) -> _Source:
+                    cache: Path | None, size: int, made_with: str) -> _Source:
     path = Path(path)
     if path.suffix == ".npz":
         stats = load_statistics(path)
-        return _Source(stats, {"path": str(path), "n": stats.n, "from": "statistics file"})
+        return _Source(stats, {"path": str(path), "n": stats.n, "from": "statistics file",
+                               "made_with": stats.made_with or "unknown"})
     if cache is not None and Path(cache).is_file():
         stats = load_statistics(cache)
         now = folder_fingerprint(list_images(path), path)
         if stats.fingerprint and stats.fingerprint != now:
             raise DataError(f"{cache}: cached statistics were made from other files than {path} "
                             "(names or sizes changed); delete the cache or choose another file")
+        if stats.made_with and stats.made_with != made_with:
+            raise DataError(f"{cache}: cached statistics were made with {stats.made_with!r}, not "
+                            f"{made_with!r}; delete the cache or choose another file")
         return _Source(stats, {"path": str(path), "n": stats.n, "from": f"cache {cache}"})
     stats = folder_statistics(path, get_model(), batch_size, device, num_workers, size)
+    stats.made_with = made_with
     if cache is not None:
         save_statistics(cache, stats)
     return _Source(stats, {"path": str(path), "n": stats.n,
@@ -283,12 +295,15 @@ def fid_between(real: Path, fake: Path, batch_size: int = 50, device: str | None
                 loaded.append(load_fid_inception(weights, dev))
         return loaded[0]
 
-    real_src = _set_statistics(real, get_model, batch_size, dev, num_workers, cache_stats, size)
-    fake_src = _set_statistics(fake, get_model, batch_size, dev, num_workers, None, size)
+    made_with = _made_with(model is not None, size)
+    real_src = _set_statistics(real, get_model, batch_size, dev, num_workers, cache_stats, size,
+                               made_with)
+    fake_src = _set_statistics(fake, get_model, batch_size, dev, num_workers, None, size,
+                               made_with)
     value = frechet_distance(real_src.stats.mu, real_src.stats.sigma,
                              fake_src.stats.mu, fake_src.stats.sigma)
     return {"fid": value, "real": real_src.report, "fake": fake_src.report,
-            "features": FEATURES, "resize": RESIZE if size == INPUT_SIZE else f"{size}px",
+            "features": made_with.split("; ")[0], "resize": made_with.split("; ")[1],
             "warnings": _small_set_warnings(real=real_src.stats.n, fake=fake_src.stats.n)}
 
 
@@ -308,13 +323,14 @@ def fid_of_generated(pipeline, prompts: Sequence[str], real: Path, steps: int, g
     from flowtok.train.trainer import resolve_device
 
     dev = resolve_device(device)
+    made_with = _made_with(model is not None, size)
     if model is None:
         from flowtok.eval.inception import load_fid_inception
 
         model = load_fid_inception(weights, dev)
     model = model.to(dev).eval()
     real_src = _set_statistics(real, lambda: model, batch_size, dev, num_workers, cache_stats,
-                               size)
+                               size, made_with)
     if save_dir is not None:
         Path(save_dir).mkdir(parents=True, exist_ok=True)
 
@@ -337,5 +353,5 @@ def fid_of_generated(pipeline, prompts: Sequence[str], real: Path, steps: int, g
     return {"fid": value, "real": real_src.report,
             "fake": {"n": fake.n, "from": "generated", "saved_to": str(save_dir) if save_dir
                      else None},
-            "features": FEATURES, "resize": RESIZE if size == INPUT_SIZE else f"{size}px",
+            "features": made_with.split("; ")[0], "resize": made_with.split("; ")[1],
             "warnings": _small_set_warnings(real=real_src.stats.n, generated=fake.n)}
