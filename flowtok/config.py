@@ -123,11 +123,11 @@ class FlowTokConfig:
     train_flow: TrainConfig = field(default_factory=TrainConfig)
 
     @property
-    def K(self) -> int:  # noqa: N802 - the paper's symbol
+    def K(self) -> int:
         return self.tokenizer.num_latent_tokens
 
     @property
-    def C(self) -> int:  # noqa: N802 - the paper's symbol
+    def C(self) -> int:
         return self.tokenizer.token_channels
 
 

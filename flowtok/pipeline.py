@@ -191,23 +191,21 @@ class FlowTokPipeline:
                 raise ConfigError("a prompt is empty; give some text, e.g. \"a cat\"")
 
     @torch.no_grad()
-    def generate_latents(self, prompts: list[str], seeds: list[int], steps: int, guidance: float,
-                         progress=None) -> torch.Tensor:
-        """Prompts + one seed per image -> image latents (B, K, C). Image i depends only on
-        (prompt i, seed i), never on the batch it was generated in."""
+    def generate_latents(self, feats: torch.Tensor, seeds: list[int], steps: int,
+                         guidance: float) -> torch.Tensor:
+        """Text features (B, K, D) + one seed per image -> image latents (B, K, C). Image i
+        depends only on (prompt i, seed i), never on the batch it was generated in."""
         if self.t2i is None:
             raise CheckpointError("this model folder has no text-to-image component (t2i/)")
-        feats = self.text_encoder.encode(prompts).to(self.device)
         K, C = self.config.K, self.config.C
         noise = torch.stack([torch.randn(K, C, generator=torch.Generator().manual_seed(s)) for s in seeds])
-        return self.t2i.text_to_latent(feats, noise.to(self.device), steps, guidance, progress)
+        return self.t2i.text_to_latent(feats.to(self.device), noise.to(self.device), steps, guidance)
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor, prompts: list[str] | None = None) -> np.ndarray:
-        """Image latents (B, K, C) -> uint8 images (B, H, W, 3)."""
-        text = None
-        if self.tokenizer.cfg.text_guidance and prompts is not None:
-            text = self.text_encoder.encode(prompts).to(self.device)
+    def decode(self, latents: torch.Tensor, feats: torch.Tensor | None = None) -> np.ndarray:
+        """Image latents (B, K, C) -> uint8 images (B, H, W, 3); a text-aware tokenizer decoder
+        also reads the prompts' features (B, K, D)."""
+        text = feats if self.tokenizer.cfg.text_guidance else None
         x = self.tokenizer.decode(latents, text)  # (B, 3, H, W) in [-1, 1]
         return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
@@ -231,8 +229,9 @@ class FlowTokPipeline:
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
             ps, ss = [c[0] for c in chunk], [c[1] for c in chunk]
-            lat = self.generate_latents(ps, ss, steps, guidance)
-            images.extend(Image.fromarray(a) for a in self.decode(lat, ps))
+            feats = self.text_encoder.encode(ps).to(self.device)  # (B, K, D), encoded once
+            lat = self.generate_latents(feats, ss, steps, guidance)
+            images.extend(Image.fromarray(a) for a in self.decode(lat, feats))
             if progress is not None:
                 progress(len(chunk))
         return images

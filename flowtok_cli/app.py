@@ -8,7 +8,7 @@ is instant.
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from typer.core import TyperGroup
@@ -19,10 +19,10 @@ from flowtok import __version__
 class _FlowTokGroup(TyperGroup):
     """Maps library errors to one-line messages and exit codes for every subcommand."""
 
-    def invoke(self, ctx):  # noqa: D401 - click API
+    def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except Exception as e:  # noqa: BLE001 - mapped below, re-raised when unknown or --debug
+        except Exception as e:
             if (ctx.obj or {}).get("debug"):
                 raise
             code, msg = _classify(e)
@@ -67,7 +67,7 @@ def _version(value: bool) -> None:
 def _root(
     ctx: typer.Context,
     version: Annotated[
-        Optional[bool],
+        bool | None,
         typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print the version."),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,8 +13,8 @@ from flowtok_cli.options import DeviceOpt, JsonOpt
 
 def caption(
     images: Annotated[list[Path], typer.Argument(help="Image files (png, jpg, webp, bmp, gif).")],
-    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Model folder (default: shipped model).")] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="Euler steps (default: the model's).")] = None,
+    model: Annotated[Path | None, typer.Option("--model", "-m", help="Model folder (default: shipped model).")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Euler steps (default: the model's).")] = None,
     device: DeviceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -51,16 +51,16 @@ def check_out_dir(out: Path) -> None:
 
 
 def generate(
-    prompt: Annotated[Optional[str], typer.Argument(help="The text to draw, e.g. \"a cat\".")] = None,
+    prompt: Annotated[str | None, typer.Argument(help="The text to draw, e.g. \"a cat\".")] = None,
     n: Annotated[int, typer.Option("-n", "--num-images", help="Images per prompt.")] = 1,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="Euler steps (default: the model's, 20).")] = None,
-    guidance: Annotated[Optional[float], typer.Option(
+    steps: Annotated[int | None, typer.Option("--steps", help="Euler steps (default: the model's, 20).")] = None,
+    guidance: Annotated[float | None, typer.Option(
         "--guidance", "-g", help="CFG scale s >= 1 (1 = no guidance; default: the model's).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of image 0; image i uses seed + i.")] = 0,
-    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Model folder (default: shipped model).")] = None,
+    model: Annotated[Path | None, typer.Option("--model", "-m", help="Model folder (default: shipped model).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out"),
     grid: Annotated[bool, typer.Option("--grid", help="Also write grid.png with every image.")] = False,
-    prompts_file: Annotated[Optional[Path], typer.Option(
+    prompts_file: Annotated[Path | None, typer.Option(
         "--prompts", help="Text file with one prompt per line (instead of PROMPT).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 64,
     device: DeviceOpt = None,

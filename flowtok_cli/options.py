@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 PresetOpt = Annotated[
-    Optional[str], typer.Option("--preset", "-p", help="Preset name: tiny, shapes, emoji64, B, XL, H.")
+    str | None, typer.Option("--preset", "-p", help="Preset name: tiny, shapes, emoji64, B, XL, H.")
 ]
 ConfigOpt = Annotated[
-    Optional[Path], typer.Option("--config", "-c", help="YAML file merged over the preset.")
+    Path | None, typer.Option("--config", "-c", help="YAML file merged over the preset.")
 ]
 SetOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--set", "-s", help="Override one field, e.g. --set flow.depth=8 (repeatable)."),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 DeviceOpt = Annotated[
-    Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 … (default: cuda if available).")
+    str | None, typer.Option("--device", help="cpu, cuda, cuda:1 … (default: cuda if available).")
 ]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]

@@ -5,8 +5,16 @@ import json
 import pytest
 
 from flowtok.config import (
-    CONFIG_VERSION, FlowTokConfig, apply_overrides, config_from_dict, load_config, load_preset,
-    preset_names, resolve_config, save_config, to_dict,
+    CONFIG_VERSION,
+    FlowTokConfig,
+    apply_overrides,
+    config_from_dict,
+    load_config,
+    load_preset,
+    preset_names,
+    resolve_config,
+    save_config,
+    to_dict,
 )
 from flowtok.errors import ConfigError
 

@@ -6,7 +6,11 @@ import torch
 from flowtok.config import load_preset
 from flowtok.flow.model import TextImageFlow
 from flowtok.flow.objective import (
-    cfg_indicator, flow_loss, interpolate, sample_timesteps, velocity_target,
+    cfg_indicator,
+    flow_loss,
+    interpolate,
+    sample_timesteps,
+    velocity_target,
 )
 from flowtok.flow.sampler import euler_sample
 from flowtok.flow.transformer import FlowTransformer

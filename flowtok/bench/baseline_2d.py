@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import flowtok_kernels
 import torch
 from torch import nn
 
+import flowtok_kernels
 from flowtok.config import FlowConfig
 from flowtok.flow.transformer import FREQ_DIM
 from flowtok.layers import Attention, Mlp, sincos_1d, timestep_embedding

@@ -37,11 +37,10 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import flowtok_kernels
 import torch
-from flowtok_kernels import BackendUnavailable
 from torch import nn
 
+import flowtok_kernels
 from flowtok.bench import flops as F
 from flowtok.bench import timing
 from flowtok.bench.baseline_2d import (
@@ -58,6 +57,7 @@ from flowtok.flow.model import TextImageFlow
 from flowtok.flow.sampler import euler_sample
 from flowtok.tokenizer.model import Tokenizer
 from flowtok.train.trainer import resolve_device
+from flowtok_kernels import BackendUnavailable
 
 SCHEMA = "flowtok.bench.sample/1"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -244,25 +244,6 @@ def make_inputs(models: SampleModels, cfg: FlowTokConfig, batch: int, seed: int)
 # ----------------------------------------------------------------------------- stages
 
 
-def static_euler_sample(model, x0: torch.Tensor, steps: int, guidance: float) -> torch.Tensor:
-    """``euler_sample`` without host-to-device copies (every tensor made by a kernel), so the
-    whole loop can be captured in one CUDA graph. Same arithmetic, same result."""
-    B, dev = x0.shape[0], x0.device
-    x = x0.float().clone()
-    dt = torch.full((), 1.0 / steps, device=dev)
-    s = torch.full((), float(guidance), device=dev)
-    cond = torch.zeros(B, dtype=torch.long, device=dev)
-    both = torch.cat([cond, torch.ones_like(cond)])
-    for i in range(steps):
-        if guidance == 1.0:
-            x.add_(dt * model(x, torch.full((B,), i / steps, device=dev), cond).float())
-        else:
-            t = torch.full((2 * B,), i / steps, device=dev)
-            v = model(torch.cat([x, x]), t, both).float()
-            flowtok_kernels.euler_cfg_step_(x, v[B:], v[:B], dt, s)
-    return x
-
-
 class SampleRun:
     """The stages of text-to-image for one batch of inputs, each a callable to time."""
 
@@ -280,15 +261,13 @@ class SampleRun:
         with self._ctx():
             return self.m.text_encoder(self.x.ids, self.x.mask)
 
-    def flow(self, feats: torch.Tensor, velocity=None, static: bool = False) -> torch.Tensor:
+    def flow(self, feats: torch.Tensor, velocity=None) -> torch.Tensor:
         """Projector + Euler/CFG loop -> image latents (B, K, C) float32 (TextImageFlow's
         text_to_latent with a swappable velocity function)."""
         fm = self.m.flow
-        sampler = static_euler_sample if static else euler_sample
         with self._ctx():
-            x1 = sampler(fm.flow if velocity is None else velocity,
-                         fm.text_latent(feats, self.x.noise), self.steps,
-                         self.guidance)
+            x1 = euler_sample(fm.flow if velocity is None else velocity,
+                              fm.text_latent(feats, self.x.noise), self.steps, self.guidance)
             return fm.denormalize(x1)
 
     def decode(self, latents: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
@@ -492,12 +471,12 @@ def compare_flow(cfg: FlowTokConfig, run: SampleRun, feats: torch.Tensor, opts: 
 
     if dev.type == "cuda":
         rows.append(measure("CUDA graph off (capture-safe loop)", "graph",
-                            lambda: run.flow(feats, static=True), lambda: kernels_env(None)))
+                            lambda: run.flow(feats), lambda: kernels_env(None)))
         graphed: dict[str, Callable] = {}
 
         def graph_call():
             if "fn" not in graphed:
-                graphed["fn"] = _cuda_graph(lambda: run.flow(feats, static=True))
+                graphed["fn"] = _cuda_graph(lambda: run.flow(feats))
             return graphed["fn"]()
         rows.append(measure("CUDA graph on (whole loop)", "graph", graph_call,
                             lambda: kernels_env(None)))

@@ -10,7 +10,7 @@ mean = 0, std = 1 / scale).
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from flowtok.config import FlowTokConfig
 from flowtok.flow.objective import cfg_indicator, flow_loss, sample_timesteps

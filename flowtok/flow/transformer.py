@@ -9,7 +9,7 @@ in one batched GEMM (``adaln``) instead of one small GEMM per block.
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 import flowtok_kernels
 from flowtok.config import FlowConfig

@@ -8,8 +8,8 @@ cross-entropy (inferred). The output layer covers only the vocabulary seen in tr
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from flowtok.config import TextConfig
 from flowtok.layers import Block, sincos_1d

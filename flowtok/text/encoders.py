@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from flowtok.errors import CheckpointError, ConfigError
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
 from flowtok.config import FlowTokConfig
 from flowtok.flow.model import TextImageFlow
