@@ -319,8 +319,8 @@ def pair_captions(results: CaptionFile, references: CaptionFile,
     for image_id, caps in results.captions.items():
         k = key(image_id)
         if len(caps) != 1 or k in hyps:
-            raise DataError(f"image {image_id}: {len(caps) + (k in hyps)} result captions; "
-                            "the COCO evaluation takes exactly one per image")
+            raise DataError(f"image {image_id}: several result captions; the COCO evaluation "
+                            "takes exactly one per image")
         hyps[k] = caps[0]
     missing = [i for i in hyps if i not in refs]
     if missing:
