@@ -30,13 +30,13 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import flowtok_kernels as fk
 import torch
 import torch.nn.functional as F
-from flowtok_kernels import reference
 
+import flowtok_kernels as fk
 from flowtok.bench import timing
 from flowtok.errors import ConfigError
+from flowtok_kernels import reference
 
 SCHEMA = "flowtok.bench.kernels/1"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}

@@ -93,6 +93,12 @@ def csrc_status() -> dict[str, Any]:
     return _cuda_ext().status()
 
 
+def _interpreter_on(mods: dict) -> bool:
+    """The kernels were decorated by the interpreter and it is still switched on (triton reads
+    the variable again while running them)."""
+    return mods["interpreted"] and os.environ.get("TRITON_INTERPRET") == "1"
+
+
 def _why_not(backend: str, device: torch.device) -> str | None:
     """Why ``backend`` cannot run on ``device`` at all (None: it can)."""
     if backend in ("torch", "sdpa"):
@@ -101,10 +107,11 @@ def _why_not(backend: str, device: torch.device) -> str | None:
         mods = _triton_ops()
         if isinstance(mods, str):
             return f"triton is not importable ({mods})"
-        if device.type == "cuda" or (device.type == "cpu" and mods["interpreted"]):
+        if device.type == "cuda" or (device.type == "cpu" and _interpreter_on(mods)):
             return None
         return (f"Triton kernels need a CUDA tensor, got {device.type} (the interpreter, "
-                "TRITON_INTERPRET=1 set before import, is for tests only)")
+                "TRITON_INTERPRET=1 set both when they are imported and when they run, is for "
+                "tests only)")
     if backend == "cuda":
         status = csrc_status()
         if not status["built"]:

@@ -6,8 +6,8 @@ before this folder's test modules, and the dispatcher imports ``triton_ops`` laz
 collected earlier cannot have decorated the kernels. The interpreter also reads the variable
 while kernels run, so the ``device`` fixture sets it again for each test that runs them. Outside
 those two moments it is unset: it does not leak into subprocesses (the AOT compile check needs
-it unset) or other tests. What stays is that, in this process, ``backend="triton"`` also runs
-on CPU tensors; ``auto`` never picks Triton on CPU either way.
+it unset) or other tests: there ``backend="triton"`` on a CPU tensor raises BackendUnavailable
+as in any process, and ``auto`` never picks Triton on CPU either way.
 """
 
 from __future__ import annotations

@@ -3,11 +3,12 @@ not powers of two, strided inputs, and flash-attention's error rule in low preci
 
 from __future__ import annotations
 
-import flowtok_kernels as fk
 import pytest
 import torch
-from flowtok_kernels import reference
 from kernel_asserts import assert_close, assert_flash_rule
+
+import flowtok_kernels as fk
+from flowtok_kernels import reference
 
 # (B, H, N_Q, N_K, D)
 SHAPES = [
@@ -67,7 +68,7 @@ def test_fp16_error_at_most_twice_plain_pytorch(device, clean_env, shape):
 
 
 def test_strided_views_of_one_qkv_tensor(device, clean_env):
-    b, n, h, d = 1, 77, 2, 72
+    b, n, h, d = 1, 40, 2, 72
     qkv = torch.randn(b, n, 3, h, d, generator=torch.Generator().manual_seed(4)).to(device)
     qkv.requires_grad_()
     q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))  # (B, H, N, D) views, not contiguous

@@ -6,11 +6,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-import flowtok_kernels as fk
 import pytest
 import torch
-from flowtok_kernels import build, reference
 from kernel_asserts import assert_close
+
+import flowtok_kernels as fk
+from flowtok_kernels import build, reference
 
 
 @pytest.mark.skipif(torch.version.cuda is not None, reason="this torch has CUDA")

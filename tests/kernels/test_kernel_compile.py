@@ -3,11 +3,12 @@ and each registered operator's fake implementation agrees with the real one (opc
 
 from __future__ import annotations
 
-import flowtok_kernels as fk
 import pytest
 import torch
-from flowtok_kernels import reference
 from kernel_asserts import assert_close
+
+import flowtok_kernels as fk
+from flowtok_kernels import reference
 
 
 def dit_block_piece(x, mods, q, k, v, backend):

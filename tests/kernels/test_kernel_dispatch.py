@@ -3,9 +3,10 @@ run raise BackendUnavailable; auto on CPU is SDPA / the reference, never the Tri
 
 from __future__ import annotations
 
-import flowtok_kernels as fk
 import pytest
 import torch
+
+import flowtok_kernels as fk
 from flowtok_kernels import dispatch, reference
 
 OPS = ("attention", "layernorm_modulate", "residual_layernorm_modulate", "gated_residual",
@@ -113,6 +114,16 @@ def test_triton_on_cpu_without_the_interpreter_raises(clean_env, monkeypatch):
     monkeypatch.setitem(dispatch._module_cache, "triton", {**real, "interpreted": False})
     with pytest.raises(fk.BackendUnavailable, match="need a CUDA tensor"):
         call("gated_residual", backend="triton")
+
+
+def test_interpreted_kernels_do_not_run_once_the_interpreter_is_off(clean_env):
+    """What other tests in this process see after the kernel tests' conftest restored the env."""
+    real = dispatch._triton_ops()
+    if isinstance(real, str) or not real["interpreted"]:
+        pytest.skip("kernels are not interpreted here")
+    clean_env.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(fk.BackendUnavailable, match="need a CUDA tensor"):
+        call("layernorm_modulate", backend="triton")
 
 
 def test_unknown_backend_names_are_errors(clean_env):

@@ -3,11 +3,12 @@ values read from the tensors at run time (what CUDA graph replay relies on)."""
 
 from __future__ import annotations
 
-import flowtok_kernels as fk
 import pytest
 import torch
-from flowtok_kernels import reference
 from kernel_asserts import assert_close
+
+import flowtok_kernels as fk
+from flowtok_kernels import reference
 
 
 def velocities(shape, dtype, device, seed=0):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import flowtok_kernels as fk
 import pytest
 import torch
-from flowtok_kernels import reference
 from kernel_asserts import assert_close
+
+import flowtok_kernels as fk
+from flowtok_kernels import reference
 
 CASES = [(5, 7, 123, torch.float32), (1, 40, 72, torch.float32), (5, 7, 123, torch.float16)]
 

@@ -3,11 +3,12 @@ the reference: outputs and all gradients, odd widths, several row chunks, stride
 
 from __future__ import annotations
 
-import flowtok_kernels as fk
 import pytest
 import torch
-from flowtok_kernels import reference
 from kernel_asserts import assert_close, assert_flash_rule
+
+import flowtok_kernels as fk
+from flowtok_kernels import reference
 
 # (B, N, D, dtype): odd width; 40 tokens = 3 backward row chunks (16, 16, 8); a wide row
 # (BLOCK_D 2048); fp16 on the odd shape. The interpreter is slow: shapes stay small.
