@@ -35,7 +35,8 @@ def library_path() -> Path:
 def _load() -> tuple[bool, str]:
     path = library_path()
     if not path.exists():
-        return False, "not built: run `make build-ext` (python -m flowtok_kernels.build)"
+        return False, (f"no {LIB_NAME} in {LIB_DIR}; run `make build-ext` "
+                       "(python -m flowtok_kernels.build)")
     try:
         torch.ops.load_library(str(path))
     except (OSError, RuntimeError) as e:

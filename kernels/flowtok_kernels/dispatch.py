@@ -115,7 +115,7 @@ def _why_not(backend: str, device: torch.device) -> str | None:
     if backend == "cuda":
         status = csrc_status()
         if not status["built"]:
-            return f"the csrc extension is {status['reason']}"
+            return f"the csrc extension is not loaded: {status['reason']}"
         if device.type != "cuda":
             return f"the csrc extension runs on CUDA tensors only, got {device.type}"
         return None
