@@ -1,9 +1,10 @@
 """Non-causal softmax attention in Triton, forward and backward, tuned for short sequences.
 
-FlowTok's flow transformer attends over 77 tokens with head dim 72. At that size every
-query block sees all keys in one 128-wide tile, so the forward needs no online-softmax
-rescaling and the backward needs one launch (dK, dV and dQ from the same program).
-Longer sequences use the usual FlashAttention-2 loop (three backward launches).
+FlowTok's flow transformer attends over 77 tokens with head dim 72. At that size (fp16 /
+bf16) every query block sees all keys in one 128-wide tile, so the forward needs no
+online-softmax rescaling and the backward is one launch (dK, dV and dQ from the same
+program). Longer sequences, and fp32 (exact fp32 dots need small tiles), use the usual
+FlashAttention-2 key loop and three backward launches (delta, dK dV, dQ).
 
 Head dims that are not a power of two are split into a power-of-two main part and a small
 tail (72 = 64 + 16 masked to 8) instead of padding to 128: 80 columns of tensor-core work
