@@ -65,6 +65,11 @@ def available() -> bool:
 # ----------------------------------------------------------------------------- autograd
 
 
+def _needs_grad(*tensors: torch.Tensor) -> bool:
+    """Without autograd recording, call the op directly (no autograd.Function overhead)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 class AttentionFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, scale: float):
@@ -137,22 +142,32 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """q (B, H, N_Q, D), k, v (B, H, N_K, D) -> (B, H, N_Q, D). CUDA-core kernel: correct for
     any shape, but slower than the tensor-core paths (dispatch never picks it under auto)."""
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    return AttentionFunction.apply(q, k, v, scale)
+    if _needs_grad(q, k, v):
+        return AttentionFunction.apply(q, k, v, scale)
+    return torch.ops.flowtok.attention_fwd(q, k, v, scale)[0]
 
 
 def layernorm_modulate(x, shift, scale, eps: float = 1e-6):
     """x (B, N, D), shift, scale (B, D) -> LN(x) * (1 + scale) + shift."""
-    return LayerNormModulateFunction.apply(x, shift, scale, float(eps))
+    if _needs_grad(x, shift, scale):
+        return LayerNormModulateFunction.apply(x, shift, scale, float(eps))
+    return torch.ops.flowtok.layernorm_modulate_fwd(x, shift, scale, float(eps))[0]
 
 
 def residual_layernorm_modulate(x, gate, y, shift, scale, eps: float = 1e-6):
     """-> (x + gate * y, LN(x + gate * y) * (1 + scale) + shift)."""
-    return ResidualLayerNormModulateFunction.apply(x, gate, y, shift, scale, float(eps))
+    if _needs_grad(x, gate, y, shift, scale):
+        return ResidualLayerNormModulateFunction.apply(x, gate, y, shift, scale, float(eps))
+    x_new, out, _, _ = torch.ops.flowtok.residual_layernorm_modulate_fwd(
+        x, gate, y, shift, scale, float(eps))
+    return x_new, out
 
 
 def gated_residual(x, gate, y):
     """x, y (B, N, D), gate (B, D) -> x + gate * y."""
-    return GatedResidualFunction.apply(x, gate, y)
+    if _needs_grad(x, gate, y):
+        return GatedResidualFunction.apply(x, gate, y)
+    return torch.ops.flowtok.gated_residual_fwd(x, gate, y)
 
 
 def euler_cfg_step_(x, v_u, v_c, dt, s):

@@ -119,3 +119,11 @@ def test_full_flowtok_shape_low_precision_on_gpu(clean_env, dtype):
 def test_auto_uses_triton_for_short_bf16_sequences_on_gpu(clean_env):
     report = fk.backend_report("cuda")
     assert report["attention"]["backend"] == "triton", report["attention"]
+
+
+def test_no_grad_path_matches_and_records_no_graph(device, clean_env):
+    q, k, v = (t.detach() for t in make_qkv((1, 2, 30, 30, 72), torch.float16, device, seed=8))
+    with torch.no_grad():
+        out = fk.attention(q, k, v, backend="triton")
+    assert out.grad_fn is None
+    assert_close(out, reference.attention(q, k, v), "out")

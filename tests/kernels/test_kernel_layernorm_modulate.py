@@ -117,6 +117,20 @@ def test_wrong_modulation_shape_is_rejected(device, clean_env):
                               backend="triton")
 
 
+def test_no_grad_paths_match_reference(device, clean_env):
+    """Sampling runs under no_grad: the ops skip their autograd.Function there."""
+    x, y, _, gate, shift, scale = (t.detach() for t in tensors(2, 5, 40, torch.float32, device))
+    with torch.no_grad():
+        out = fk.layernorm_modulate(x, shift, scale, backend="triton")
+        x_new, h = fk.residual_layernorm_modulate(x, gate, y, shift, scale, backend="triton")
+        res = fk.gated_residual(x, gate, y, backend="triton")
+    assert_close(out, reference.layernorm_modulate(x, shift, scale), "out")
+    want = reference.residual_layernorm_modulate(x, gate, y, shift, scale)
+    assert_close(x_new, want[0], "x_new")
+    assert_close(h, want[1], "h")
+    assert_close(res, reference.gated_residual(x, gate, y), "gated")
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("fused", [False, True], ids=["adaln", "residual_adaln"])
 def test_bf16_flowtok_xl_shape_on_gpu(clean_env, fused):

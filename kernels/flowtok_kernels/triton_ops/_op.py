@@ -50,3 +50,10 @@ def call(op: Callable, launcher: Callable, *args: Any) -> Any:
     if torch.compiler.is_compiling():
         return op(*args)
     return launcher(*args)
+
+
+def needs_grad(*tensors: Any) -> bool:
+    """Whether autograd must record this call; without it the autograd.Function is skipped
+    (sampling runs under no_grad, and every microsecond of host time counts there)."""
+    return torch.is_grad_enabled() and any(
+        isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)

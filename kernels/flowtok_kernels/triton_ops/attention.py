@@ -488,4 +488,6 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """Non-causal attention. q (B, H, N_Q, D), k, v (B, H, N_K, D) -> (B, H, N_Q, D), q.dtype."""
     _check(q, k, v)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    return AttentionFunction.apply(q, k, v, scale)
+    if _op.needs_grad(q, k, v):
+        return AttentionFunction.apply(q, k, v, scale)
+    return _op.call(attention_fwd_op, attention_fwd, q, k, v, scale)[0]

@@ -269,7 +269,10 @@ def layernorm_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor
                        eps: float = 1e-6) -> torch.Tensor:
     """x (B, N, D), shift, scale (B, D) -> LN(x) * (1 + scale) + shift, (B, N, D) x.dtype."""
     _check(x, shift, scale)
-    return LayerNormModulateFunction.apply(x, shift, scale, float(eps))
+    if _op.needs_grad(x, shift, scale):
+        return LayerNormModulateFunction.apply(x, shift, scale, float(eps))
+    return _op.call(layernorm_modulate_fwd_op, layernorm_modulate_fwd, x, shift, scale,
+                    float(eps))[0]
 
 
 def residual_layernorm_modulate(
@@ -281,4 +284,9 @@ def residual_layernorm_modulate(
     _check(x, gate, shift, scale)
     if y.shape != x.shape:
         raise ValueError(f"y must match x {tuple(x.shape)}, got {tuple(y.shape)}")
-    return ResidualLayerNormModulateFunction.apply(x, gate, y, shift, scale, float(eps))
+    if _op.needs_grad(x, gate, y, shift, scale):
+        return ResidualLayerNormModulateFunction.apply(x, gate, y, shift, scale, float(eps))
+    x_new, out, _, _ = _op.call(residual_layernorm_modulate_fwd_op,
+                                residual_layernorm_modulate_fwd, x, gate, y, shift, scale,
+                                float(eps))
+    return x_new, out
