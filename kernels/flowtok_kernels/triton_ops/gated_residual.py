@@ -87,7 +87,7 @@ def gated_residual_bwd(dout: torch.Tensor, gate: torch.Tensor,
     """-> dgate (B, D) gate.dtype, dy (B, N, D) y.dtype. (dx is dout.)"""
     b, n, d = y.shape
     dout, y, gate = dout.contiguous(), y.contiguous(), _row_major(gate)
-    rows = min(ROWS_PER_PROGRAM_BWD, n)
+    rows = max(1, min(ROWS_PER_PROGRAM_BWD, n))
     programs = b * triton.cdiv(n, rows)
     part = torch.empty((programs, d), dtype=torch.float32, device=y.device)
     dy = shapes.like(y)

@@ -156,7 +156,7 @@ def _bwd(dout, dx_new, x, y, gate, scale, mean, rstd):
     dx_new = dx_new.contiguous() if has_dxnew else dout
     scale = _row_major(scale)
     gate = _row_major(gate) if has_res else scale
-    rows = min(ROWS_PER_PROGRAM_BWD, n)
+    rows = max(1, min(ROWS_PER_PROGRAM_BWD, n))
     programs = b * triton.cdiv(n, rows)
     # one buffer per reduction, so the summed gradients are separate tensors (an op's outputs
     # must not alias each other)
