@@ -22,7 +22,7 @@ class ReconLossWeights:
 
     l2: float = 1.0
     l1: float = 0.0
-    edge: float = 0.0  # L1 between horizontal/vertical finite differences
+    edge: float = 0.0  # L1 between horizontal/vertical finite differences (0 disables)
 
 
 def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,6 +5,16 @@ Encoder sequence = [patch tokens ; K latent tokens]; decoder sequence = [one mas
 patch ; K projected latents (; K projected text tokens)]. Only image/mask positions get the 2D
 axial rotary embedding; latent and text tokens carry learned position embeddings instead.
 
+Departures from the paper, each measured on shapes (benchmarks/tokenizer/): learned absolute
+position embeddings on patches and mask tokens in addition to RoPE, a LayerNorm before the first
+block (as TiTok/CLIP), and a linear token-mixing shortcut on each side (latent token k starts as a
+learned weighting of the patch embeddings; mask token n as a learned weighting of the projected
+latents). ``conv_refine`` builds ``LightRefine`` (3x3 conv, GELU, 3x3 conv, residual) rather than
+the paper's single 3x3 conv, so the refinement can sharpen edges, not only blur seams. Without the shortcuts, training sat on the all-background image for hundreds of steps:
+attention starts near uniform, so the latent tokens receive a position-free average of the
+patches, the decoder learns to ignore them, and the encoder's gradient vanishes. The shortcuts
+give the bottleneck a spatially resolved path from step 0 (K x N + N x K parameters).
+
 Images enter as float (B, 3, H, W) in [-1, 1] (``encode`` also accepts uint8 (B, H, W, 3)) and
 leave ``decode`` as float (B, 3, H, W) in [-1, 1].
 """
@@ -142,13 +152,17 @@ class Encoder(nn.Module):
         p, w = cfg.patch_size, cfg.enc_width
         self.patch_embed = nn.Linear(3 * p * p, w)
         n = (cfg.image_size // p) ** 2
-        # learned absolute positions on top of RoPE, zero at init (see Decoder.mask_pos)
-        self.patch_pos = nn.Parameter(torch.zeros(n, w))
+        # learned absolute positions on top of RoPE (see Decoder.mask_pos)
+        self.patch_pos = nn.Parameter(torch.randn(n, w) * w**-0.5)
         self.latent_tokens = nn.Parameter(torch.randn(cfg.num_latent_tokens, w) * INIT_STD)
         self.latent_pos = nn.Parameter(torch.randn(cfg.num_latent_tokens, w) * INIT_STD)
         self.blocks = nn.ModuleList(
             Block(w, cfg.enc_heads, cfg.mlp_ratio) for _ in range(cfg.enc_depth)
         )
+        self.norm_pre = nn.LayerNorm(w)
+        # Token-mixing shortcut (K x N): each latent token starts as its own learned weighting
+        # of the patch embeddings. See the module docstring for why.
+        self.pool = nn.Parameter(torch.randn(cfg.num_latent_tokens, n) * n**-0.5)
         self.norm = nn.LayerNorm(w)
         self.to_moments = nn.Linear(w, 2 * cfg.token_channels)
         cos, sin = _rope_buffers(cfg, w, cfg.enc_heads, cfg.num_latent_tokens)
@@ -159,7 +173,8 @@ class Encoder(nn.Module):
         B = images.shape[0]
         x = self.patch_embed(patchify(images, self.cfg.patch_size)) + self.patch_pos  # (B, N, W)
         lat = (self.latent_tokens + self.latent_pos).expand(B, -1, -1)  # (B, K, W)
-        x = torch.cat([x, lat], dim=1)
+        lat = lat + torch.einsum("kn,bnw->bkw", self.pool, x)
+        x = self.norm_pre(torch.cat([x, lat], dim=1))
         for blk in self.blocks:
             x = blk(x, self.rope_cos, self.rope_sin)
         moments = self.to_moments(self.norm(x[:, -self.cfg.num_latent_tokens:]))  # (B, K, 2C)
@@ -208,11 +223,13 @@ class Decoder(nn.Module):
         p, w, K = cfg.patch_size, cfg.dec_width, cfg.num_latent_tokens
         self.grid = cfg.image_size // p
         self.mask_token = nn.Parameter(torch.randn(1, 1, w) * INIT_STD)
-        # Learned absolute positions for the mask tokens, zero at init (so training starts as
-        # the paper's RoPE-only decoder). With RoPE alone every mask token enters identical and
-        # can locate itself only through rotated queries against unrotated latent keys; an
-        # absolute embedding tells it where it is from the first layer on.
-        self.mask_pos = nn.Parameter(torch.zeros(self.grid * self.grid, w))
+        # Learned absolute positions for the mask tokens (TiTok-style init). With RoPE alone
+        # every mask token enters identical and can locate itself only through rotated queries
+        # against unrotated latent keys; an absolute embedding says where it is from layer 1.
+        self.mask_pos = nn.Parameter(torch.randn(self.grid * self.grid, w) * w**-0.5)
+        # Token-mixing shortcut (N x K): each mask token also starts from its own learned
+        # weighting of the projected latents (the decoder-side twin of Encoder.pool).
+        self.unpool = nn.Parameter(torch.randn(self.grid * self.grid, K) * K**-0.5)
         self.latent_in = nn.Linear(cfg.token_channels, w)
         self.latent_pos = nn.Parameter(torch.randn(K, w) * INIT_STD)
         if cfg.text_guidance:
@@ -221,9 +238,10 @@ class Decoder(nn.Module):
         self.blocks = nn.ModuleList(
             Block(w, cfg.dec_heads, cfg.mlp_ratio) for _ in range(cfg.dec_depth)
         )
+        self.norm_pre = nn.LayerNorm(w)
         self.norm = nn.LayerNorm(w)
         self.to_pixels = nn.Linear(w, 3 * p * p)
-        self.refine = ConvRefine() if cfg.conv_refine else nn.Identity()
+        self.refine = LightRefine() if cfg.conv_refine else nn.Identity()
         n_extra = K * (2 if cfg.text_guidance else 1)
         cos, sin = _rope_buffers(cfg, w, cfg.dec_heads, n_extra)
         self.register_buffer("rope_cos", cos, persistent=False)
@@ -232,14 +250,16 @@ class Decoder(nn.Module):
     def forward(self, z: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         """z: (B, K, C) unscaled latents; text: (B, K, text_dim) or None."""
         B, n = z.shape[0], self.grid * self.grid
-        parts = [(self.mask_token + self.mask_pos).expand(B, n, -1),
-                 self.latent_in(z) + self.latent_pos]
+        mask = (self.mask_token + self.mask_pos).expand(B, n, -1)
+        lat = self.latent_in(z)  # (B, K, W)
+        mask = mask + torch.einsum("nk,bkw->bnw", self.unpool, lat)
+        parts = [mask, lat + self.latent_pos]
         if self.cfg.text_guidance:
             if text is not None:  # without text the text tokens are simply absent
                 parts.append(self.text_in(text[:, : self.cfg.num_latent_tokens]) + self.text_pos)
         elif text is not None:
             raise ConfigError("decode(text=...) needs a tokenizer built with text_guidance: true")
-        x = torch.cat(parts, dim=1)
+        x = self.norm_pre(torch.cat(parts, dim=1))
         cos, sin = self.rope_cos[: x.shape[1]], self.rope_sin[: x.shape[1]]
         for blk in self.blocks:
             x = blk(x, cos, sin)
