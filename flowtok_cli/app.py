@@ -37,6 +37,8 @@ def _classify(e: BaseException) -> tuple[int | None, str]:
 
     if isinstance(e, ConfigError):
         return 2, str(e)
+    if type(e).__name__ == "BackendUnavailable":  # an explicitly requested kernel backend
+        return 2, f"{e}; unset FLOWTOK_KERNELS or choose another backend (see flowtok doctor)"
     if isinstance(e, FlowTokError):
         return 1, str(e)
     if isinstance(e, OSError) and getattr(e, "filename", None):

@@ -67,4 +67,5 @@ def doctor(json_out: JsonOpt = False) -> None:
     print_table(rows, "flowtok doctor")
     typer.echo("kernel backends (auto):")
     for op, d in info["kernels"].items():
-        typer.echo(f"  {op:<20} {d['backend']:<9} {d.get('reason', '')}")
+        width = max(len(k) for k in info["kernels"])
+        typer.echo(f"  {op:<{width}} {d['backend']:<9} {d.get('reason', '')}")

@@ -19,18 +19,25 @@ FREQ_DIM = 256  # sinusoidal timestep features (DiT)
 
 
 class DiTBlock(nn.Module):
-    """x += g1 * Attn(LN(x)(1 + s1) + b1); x += g2 * MLP(LN(x)(1 + s2) + b2)."""
+    """x += g1 * Attn(LN(x)(1 + c1) + s1); x += g2 * MLP(LN(x)(1 + c2) + s2).
+
+    Each gated residual is fused with the LayerNorm + modulation that follows it (the next
+    sub-layer's input, or the next block's / final layer's), so a block takes the already
+    modulated input ``h`` and returns (x, h_next): two fused kernels per block instead of four.
+    """
 
     def __init__(self, width: int, heads: int, mlp_ratio: float):
         super().__init__()
         self.attn = Attention(width, heads)
         self.mlp = Mlp(width, int(width * mlp_ratio))
 
-    def forward(self, x: torch.Tensor, mod: torch.Tensor) -> torch.Tensor:
-        """x (B, K, W); mod (B, 6, W) = shift1, scale1, gate1, shift2, scale2, gate2."""
-        s1, c1, g1, s2, c2, g2 = mod.unbind(1)
-        x = flowtok_kernels.gated_residual(x, g1, self.attn(flowtok_kernels.layernorm_modulate(x, s1, c1)))
-        return flowtok_kernels.gated_residual(x, g2, self.mlp(flowtok_kernels.layernorm_modulate(x, s2, c2)))
+    def forward(self, x: torch.Tensor, h: torch.Tensor, mod: torch.Tensor,
+                next_shift: torch.Tensor, next_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, K, W) residual stream; h = LN(x)(1 + c1) + s1; mod (B, 6, W) = s1, c1, g1, s2,
+        c2, g2; next_shift/next_scale (B, W) modulate the input of whatever comes next."""
+        _, _, g1, s2, c2, g2 = mod.unbind(1)
+        x, h = flowtok_kernels.residual_layernorm_modulate(x, g1, self.attn(h), s2, c2)
+        return flowtok_kernels.residual_layernorm_modulate(x, g2, self.mlp(h), next_shift, next_scale)
 
 
 class FlowTransformer(nn.Module):
@@ -72,9 +79,10 @@ class FlowTransformer(nn.Module):
         return self.adaln(c).view(len(c), 6 * self.depth + 2, self.width)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, indicator: torch.Tensor) -> torch.Tensor:
-        mod = self.modulation(t, indicator)
-        h = self.x_embed(x) + self.pos  # (B, K, W)
+        mod = self.modulation(t, indicator)  # (B, 6 * depth + 2, W)
+        x = self.x_embed(x) + self.pos  # (B, K, W)
+        h = flowtok_kernels.layernorm_modulate(x, mod[:, 0], mod[:, 1])
         for i, blk in enumerate(self.blocks):
-            h = blk(h, mod[:, 6 * i : 6 * i + 6])
-        shift, scale = mod[:, -2], mod[:, -1]
-        return self.out(flowtok_kernels.layernorm_modulate(h, shift, scale))
+            nxt = 6 * (i + 1)  # the next block's shift/scale, or the final layer's (last two)
+            x, h = blk(x, h, mod[:, 6 * i : nxt], mod[:, nxt], mod[:, nxt + 1])
+        return self.out(h)
