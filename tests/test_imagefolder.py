@@ -54,7 +54,7 @@ def test_exif_orientation_is_applied(tmp_path):
 def test_gif_uses_the_first_frame(tmp_path):
     frames = [Image.new("RGB", (4, 4), c) for c in ((255, 0, 0), (0, 255, 0))]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
-    r, g, b = load_image(tmp_path / "anim.gif", 4)[0, 0].tolist()
+    r, g, _b = load_image(tmp_path / "anim.gif", 4)[0, 0].tolist()
     assert r > 200 and g < 50
 
 

@@ -136,8 +136,8 @@ class _ToyTask:
 
 
 def _toy_cfg(**kw):
-    base = dict(max_steps=100, warmup_steps=0, lr=0.2, ema_decay=0.0, log_every=5,
-                eval_every=0, ckpt_every=10, weight_decay=0.0)
+    base = {"max_steps": 100, "warmup_steps": 0, "lr": 0.2, "ema_decay": 0.0, "log_every": 5,
+                "eval_every": 0, "ckpt_every": 10, "weight_decay": 0.0}
     return TrainConfig(**{**base, **kw})
 
 

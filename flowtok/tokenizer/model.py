@@ -5,15 +5,16 @@ Encoder sequence = [patch tokens ; K latent tokens]; decoder sequence = [one mas
 patch ; K projected latents (; K projected text tokens)]. Only image/mask positions get the 2D
 axial rotary embedding; latent and text tokens carry learned position embeddings instead.
 
-Departures from the paper, each measured on shapes (benchmarks/tokenizer/): learned absolute
-position embeddings on patches and mask tokens in addition to RoPE, a LayerNorm before the first
-block (as TiTok/CLIP), and a linear token-mixing shortcut on each side (latent token k starts as a
-learned weighting of the patch embeddings; mask token n as a learned weighting of the projected
-latents). ``conv_refine`` builds ``LightRefine`` (3x3 conv, GELU, 3x3 conv, residual) rather than
-the paper's single 3x3 conv, so the refinement can sharpen edges, not only blur seams. Without the shortcuts, training sat on the all-background image for hundreds of steps:
-attention starts near uniform, so the latent tokens receive a position-free average of the
-patches, the decoder learns to ignore them, and the encoder's gradient vanishes. The shortcuts
-give the bottleneck a spatially resolved path from step 0 (K x N + N x K parameters).
+Departures from the paper, each measured on shapes (benchmarks/RESULTS.md, Tokenizer):
+- a linear token-mixing shortcut on each side: latent token k starts as a learned weighting of
+  the patch embeddings, mask token n as a learned weighting of the projected latents (K x N and
+  N x K parameters). Without it training sat on the all-background image for hundreds of steps:
+  attention starts near uniform, so the latent tokens receive a position-free average of the
+  patches, the decoder learns to ignore them, and the encoder's gradient vanishes;
+- learned absolute position embeddings on patches and mask tokens next to RoPE, and a LayerNorm
+  before the first block (as TiTok / CLIP);
+- ``conv_refine`` builds ``LightRefine`` (3x3 conv, GELU, 3x3 conv, residual) rather than the
+  paper's single 3x3 conv, so the refinement can sharpen edges, not only smooth patch seams.
 
 Images enter as float (B, 3, H, W) in [-1, 1] (``encode`` also accepts uint8 (B, H, W, 3)) and
 leave ``decode`` as float (B, 3, H, W) in [-1, 1].
@@ -28,11 +29,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import flowtok_kernels
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+import flowtok_kernels
 from flowtok.config import FlowTokConfig, TokenizerConfig, config_from_dict, from_dict, to_dict
 from flowtok.errors import CheckpointError, ConfigError
 
@@ -198,8 +199,8 @@ class ConvRefine(nn.Module):
 
 
 class LightRefine(nn.Module):
-    """A light convolutional refinement: 3x3 conv to REFINE_HIDDEN channels, GELU, 3x3 conv back
-    to RGB, added residually (last conv zero-initialised). Unlike the single linear conv it can
+    """A light convolutional refinement: 3x3 conv to ``hidden`` channels, GELU, 3x3 conv back to
+    RGB, added residually (last conv zero-initialised, so it starts as the identity). Unlike the single linear conv it can
     sharpen: it sees each pixel's neighbourhood across patch borders and thresholds nonlinearly.
     """
 
