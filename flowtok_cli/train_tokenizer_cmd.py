@@ -37,6 +37,10 @@ def tokenizer(
       flowtok train tokenizer --data data/shapes/train --val data/shapes/val --preset shapes -o runs/tok
       flowtok train tokenizer --data imgs/ -o runs/tok --set train_tokenizer.max_steps=8000
       flowtok train tokenizer --data imgs/ -o runs/tok --resume --max-minutes 20
+      OMP_NUM_THREADS=1 flowtok train tokenizer --data data/shapes/train -o runs/tok  # shared CPU
+
+    The cosine schedule is sized in steps (train_tokenizer.max_steps); --max-minutes is a safety
+    stop, so size max_steps to the time you have (shapes: 5000 steps ~ 22 CPU minutes).
     """
     import signal
 

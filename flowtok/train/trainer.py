@@ -194,8 +194,8 @@ class Trainer:
         cfg = self.cfg
         self.out_dir.mkdir(parents=True, exist_ok=True)
         save_config(self.full_config, self.out_dir / "config.json")
-        if resume and not self.resume():
-            pass  # nothing to resume: start from scratch (the CLI says so)
+        if resume:
+            self.resume()  # no checkpoint yet: start from step 0 (the CLI warns)
         for m in self.modules.values():
             m.train()
         previous_handler = self._install_sigint()
