@@ -40,7 +40,9 @@ class TokenizerConfig:
     mlp_ratio: float = 4.0  # SwiGLU hidden = 2/3 * mlp_ratio * width (paper)
     rope_theta: float = 10000.0  # 2D axial RoPE on image positions only
     logvar_clamp: tuple[float, float] = (-30.0, 20.0)
-    conv_refine: bool = True  # 3x3 conv after unpatchify (paper); cleans patch seams
+    conv_refine: bool = True  # light conv refinement after unpatchify; sharpens edges, cleans seams
+    token_mixing: bool = True  # learned K x N / N x K token shortcuts (escape the background plateau)
+    abs_pos: bool = True  # learned absolute positions on patches / mask tokens beside RoPE
     text_guidance: bool = False  # text-aware decoder (paper): decoder also sees text tokens
     text_dim: int = 384  # feature width of the guiding text encoder
     scale_factor: float = 1.0  # latents are multiplied by this before the flow model
@@ -108,6 +110,7 @@ class TrainConfig:
     gan_weight: float = 0.0  # PatchGAN hinge weight (tokenizer); 0 disables
     gan_start: int = 0  # step at which the GAN loss switches on
     kl_weight: float = 1e-4  # tokenizer posterior KL weight
+    edge_weight: float = 0.0  # tokenizer: L1 on image gradients (slowed the start on shapes)
 
 
 @dataclass

@@ -149,3 +149,20 @@ def test_text_guidance_changes_the_decode_only_when_enabled():
     cfg.text_guidance = True
     tok = Tokenizer(cfg).eval()
     assert not torch.allclose(tok.decode(z, text), tok.decode(z))
+
+
+def test_paper_architecture_switches_remove_the_shortcuts_and_absolute_positions():
+    from flowtok.config import apply_overrides, load_preset
+    from flowtok.tokenizer.model import Tokenizer
+
+    base = load_preset("tiny")
+    paper = apply_overrides(base, ["tokenizer.token_mixing=false", "tokenizer.abs_pos=false"])
+    names = {n for n, _ in Tokenizer(paper.tokenizer).named_parameters()}
+    assert not {"encoder.pool", "decoder.unpool", "encoder.patch_pos", "decoder.mask_pos"} & names
+    assert {"encoder.pool", "decoder.unpool"} <= {n for n, _ in Tokenizer(base.tokenizer).named_parameters()}
+    tok = Tokenizer(paper.tokenizer)
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    recon, post = tok(x)
+    assert recon.shape == x.shape and post.mean.shape == (2, 8, 4)
+    for name in ("B", "XL", "H"):
+        assert not load_preset(name).tokenizer.token_mixing

@@ -154,7 +154,7 @@ class Encoder(nn.Module):
         self.patch_embed = nn.Linear(3 * p * p, w)
         n = (cfg.image_size // p) ** 2
         # learned absolute positions on top of RoPE (see Decoder.mask_pos)
-        self.patch_pos = nn.Parameter(torch.randn(n, w) * w**-0.5)
+        self.patch_pos = nn.Parameter(torch.randn(n, w) * w**-0.5) if cfg.abs_pos else None
         self.latent_tokens = nn.Parameter(torch.randn(cfg.num_latent_tokens, w) * INIT_STD)
         self.latent_pos = nn.Parameter(torch.randn(cfg.num_latent_tokens, w) * INIT_STD)
         self.blocks = nn.ModuleList(
@@ -163,7 +163,8 @@ class Encoder(nn.Module):
         self.norm_pre = nn.LayerNorm(w)
         # Token-mixing shortcut (K x N): each latent token starts as its own learned weighting
         # of the patch embeddings. See the module docstring for why.
-        self.pool = nn.Parameter(torch.randn(cfg.num_latent_tokens, n) * n**-0.5)
+        self.pool = (nn.Parameter(torch.randn(cfg.num_latent_tokens, n) * n**-0.5)
+                     if cfg.token_mixing else None)
         self.norm = nn.LayerNorm(w)
         self.to_moments = nn.Linear(w, 2 * cfg.token_channels)
         cos, sin = _rope_buffers(cfg, w, cfg.enc_heads, cfg.num_latent_tokens)
@@ -172,9 +173,12 @@ class Encoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         B = images.shape[0]
-        x = self.patch_embed(patchify(images, self.cfg.patch_size)) + self.patch_pos  # (B, N, W)
+        x = self.patch_embed(patchify(images, self.cfg.patch_size))  # (B, N, W)
+        if self.patch_pos is not None:
+            x = x + self.patch_pos
         lat = (self.latent_tokens + self.latent_pos).expand(B, -1, -1)  # (B, K, W)
-        lat = lat + torch.einsum("kn,bnw->bkw", self.pool, x)
+        if self.pool is not None:
+            lat = lat + torch.einsum("kn,bnw->bkw", self.pool, x)
         x = self.norm_pre(torch.cat([x, lat], dim=1))
         for blk in self.blocks:
             x = blk(x, self.rope_cos, self.rope_sin)
@@ -227,10 +231,12 @@ class Decoder(nn.Module):
         # Learned absolute positions for the mask tokens (TiTok-style init). With RoPE alone
         # every mask token enters identical and can locate itself only through rotated queries
         # against unrotated latent keys; an absolute embedding says where it is from layer 1.
-        self.mask_pos = nn.Parameter(torch.randn(self.grid * self.grid, w) * w**-0.5)
+        self.mask_pos = (nn.Parameter(torch.randn(self.grid * self.grid, w) * w**-0.5)
+                         if cfg.abs_pos else None)
         # Token-mixing shortcut (N x K): each mask token also starts from its own learned
         # weighting of the projected latents (the decoder-side twin of Encoder.pool).
-        self.unpool = nn.Parameter(torch.randn(self.grid * self.grid, K) * K**-0.5)
+        self.unpool = (nn.Parameter(torch.randn(self.grid * self.grid, K) * K**-0.5)
+                       if cfg.token_mixing else None)
         self.latent_in = nn.Linear(cfg.token_channels, w)
         self.latent_pos = nn.Parameter(torch.randn(K, w) * INIT_STD)
         if cfg.text_guidance:
@@ -251,9 +257,11 @@ class Decoder(nn.Module):
     def forward(self, z: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         """z: (B, K, C) unscaled latents; text: (B, K, text_dim) or None."""
         B, n = z.shape[0], self.grid * self.grid
-        mask = (self.mask_token + self.mask_pos).expand(B, n, -1)
+        mask = self.mask_token if self.mask_pos is None else self.mask_token + self.mask_pos
+        mask = mask.expand(B, n, -1)
         lat = self.latent_in(z)  # (B, K, W)
-        mask = mask + torch.einsum("nk,bkw->bnw", self.unpool, lat)
+        if self.unpool is not None:
+            mask = mask + torch.einsum("nk,bkw->bnw", self.unpool, lat)
         parts = [mask, lat + self.latent_pos]
         if self.cfg.text_guidance:
             if text is not None:  # without text the text tokens are simply absent

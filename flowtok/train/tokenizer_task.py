@@ -107,7 +107,7 @@ class TokenizerTask:
         self.train_images = torch.from_numpy(train_images)  # uint8 (N, S, S, 3)
         self.val_images = val_images[:EVAL_LIMIT] if val_images is not None else None
         self.val_prompts = shapes_prompts(list(val_captions[:EVAL_LIMIT])) if val_captions else None
-        self.weights = loss_weights or ReconLossWeights()
+        self.weights = loss_weights or ReconLossWeights(edge=self.tcfg.edge_weight)
         self.tokenizer = Tokenizer(cfg.tokenizer)
         init_output_bias(self.tokenizer, self.train_images)
         self.disc = PatchDiscriminator() if self.tcfg.gan_weight > 0 else None
