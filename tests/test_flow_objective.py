@@ -168,3 +168,13 @@ def test_fused_dit_blocks_equal_the_plain_dit_formula():
         h = h + g2[:, None] * blk.mlp(ln(h, s2, c2))
     expected = m.out(ln(h, mod[:, -2], mod[:, -1]))
     torch.testing.assert_close(m(x, t, ind), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_normalised_text_latents_have_unit_rms_whatever_the_features_scale():
+    from flowtok.config import apply_overrides
+
+    cfg = apply_overrides(load_preset("tiny"), ["text.normalize_latent=true"])
+    proj = TextProjector(cfg.text, cfg.K, cfg.C)
+    for scale in (1e-3, 1.0, 1e3):
+        mean, _ = proj(torch.randn(4, cfg.K, cfg.text.feature_dim) * scale)
+        torch.testing.assert_close(mean.pow(2).mean(dim=(1, 2)), torch.ones(4), rtol=1e-4, atol=1e-4)

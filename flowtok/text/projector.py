@@ -30,6 +30,7 @@ class TextProjector(nn.Module):
         )
         self.norm = nn.LayerNorm(w)
         self.out = nn.Linear(w, 2 * channels)
+        self.normalize = cfg.normalize_latent
         # alignment head: per-token MLP D -> h -> h -> C (paper: 768 -> 512 -> 512 -> C)
         h = cfg.align_hidden
         self.align = nn.Sequential(
@@ -43,6 +44,8 @@ class TextProjector(nn.Module):
         for blk in self.blocks:
             x = blk(x)
         mean, logvar = self.out(self.norm(x)).chunk(2, dim=-1)
+        if self.normalize:  # unit RMS over (K, C): the flow's source keeps the image side's scale
+            mean = mean * torch.rsqrt(mean.pow(2).mean(dim=(1, 2), keepdim=True) + 1e-6)
         return mean, logvar.clamp(-30.0, 20.0)
 
     @staticmethod
