@@ -85,7 +85,7 @@ def test_xl_end_to_end_flops_by_stage():
     s, w, h = 410, 1024, 2730
     dec_block = 2 * s * w * 3 * w + 4 * s * s * w + 2 * s * w * w + 2 * s * w * 2 * h + 2 * s * h * w
     decoder = (24 * dec_block + 2 * 77 * 16 * w + 2 * 77 * 768 * w + 2 * 256 * w * 768
-               + 2 * 9 * 3 * 3 * 256 * 256)
+               + 2 * 2 * 9 * 3 * 32 * 256 * 256)  # LightRefine: 3x3 convs 3 -> 32 -> 3
     assert got["text_encoder"] == 12 * clip_layer
     assert got["decoder"] == decoder
     assert got["flow_passes"] == 40  # 20 steps x (conditional + null) passes

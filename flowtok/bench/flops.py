@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from flowtok.config import FlowConfig, FlowTokConfig, TextConfig, TokenizerConfig
 from flowtok.flow.transformer import FREQ_DIM
+from flowtok.tokenizer.model import REFINE_HIDDEN
 
 
 @dataclass(frozen=True)
@@ -150,11 +151,13 @@ def decoder_flops(tok: TokenizerConfig, with_text: bool | None = None) -> dict[s
     seq = n_patches + K + (K if with_text else 0)
     parts = {
         "latent_in": linear(K, tok.token_channels, w),
+        # token-mixing shortcut: each mask token += a learned weighting of the K latents
+        "unpool": 2 * n_patches * K * w if tok.token_mixing else 0,
         "text_in": linear(K, tok.text_dim, w) if with_text else 0,
         "blocks": tok.dec_depth * swiglu_block(seq, w, tok.mlp_ratio),
         "to_pixels": linear(n_patches, w, 3 * tok.patch_size ** 2),
-        # 3x3 conv 3 -> 3 channels over every output pixel (ConvRefine)
-        "refine": 2 * 9 * 3 * 3 * tok.image_size ** 2 if tok.conv_refine else 0,
+        # LightRefine: 3x3 convs 3 -> hidden -> 3 over every output pixel
+        "refine": 2 * 2 * 9 * 3 * REFINE_HIDDEN * tok.image_size ** 2 if tok.conv_refine else 0,
     }
     parts["total"] = sum(parts.values())
     parts["sequence"] = seq

@@ -202,13 +202,16 @@ class ConvRefine(nn.Module):
         return x + self.conv(x)
 
 
+REFINE_HIDDEN = 32  # channels of LightRefine's hidden layer
+
+
 class LightRefine(nn.Module):
     """A light convolutional refinement: 3x3 conv to ``hidden`` channels, GELU, 3x3 conv back to
     RGB, added residually (last conv zero-initialised, so it starts as the identity). Unlike the single linear conv it can
     sharpen: it sees each pixel's neighbourhood across patch borders and thresholds nonlinearly.
     """
 
-    def __init__(self, hidden: int = 32):
+    def __init__(self, hidden: int = REFINE_HIDDEN):
         super().__init__()
         self.conv_in = nn.Conv2d(3, hidden, 3, padding=1)
         self.conv_out = nn.Conv2d(hidden, 3, 3, padding=1)
