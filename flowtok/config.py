@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -18,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from flowtok.atomic import write_text_atomic
 from flowtok.errors import ConfigError
 
 CONFIG_VERSION = 1  # bump when a field changes meaning; newer files are refused with a message
@@ -311,16 +311,7 @@ def save_config(cfg: Any, path: str | os.PathLike) -> Path:
         if path.suffix in (".yaml", ".yml")
         else json.dumps(data, indent=2) + "\n"
     )
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, text)
     return path
 
 

@@ -48,7 +48,7 @@ def captions(
     if per_image is not None:
         import json
 
-        from flowtok.data.shards import write_bytes_atomic
+        from flowtok.atomic import write_bytes_atomic
 
         write_bytes_atomic(per_image, (json.dumps(result["evalImgs"], indent=1) + "\n").encode())
     if json_out:

@@ -97,10 +97,10 @@ def detokenize(
     import torch
     from PIL import Image
 
-    from flowtok.data.shards import read_shards, write_bytes_atomic
+    from flowtok.atomic import write_bytes_atomic, write_text_atomic
+    from flowtok.data.shards import read_shards
     from flowtok.eval.recon import to_uint8
     from flowtok.tokenizer.model import Tokenizer
-    from flowtok.train.checkpoint import write_text_atomic
     from flowtok.train.trainer import resolve_device
 
     shards = read_shards(latents)

@@ -29,7 +29,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from flowtok.atomic import write_bytes_atomic
 from flowtok.errors import ConfigError, DataError
 
 # ---------------------------------------------------------------- vocabulary (shapes.md order)
@@ -406,19 +406,6 @@ def canonical_prompts(n: int, seed: int = 0, two_object_fraction: float = TWO_OB
 
 
 # ---------------------------------------------------------------- writing a data set
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, rename: readers never see a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def _save_png(image: np.ndarray, path: Path) -> None:
     """PNG via a temp name and rename (no fsync per image: metadata.jsonl, written last, is)."""
@@ -504,7 +491,7 @@ def write_dataset(
             lines.append(json.dumps({"file_name": name, "text": scene.caption}))
             if progress is not None:
                 progress(1)
-        _write_atomic(folder / "metadata.jsonl", ("\n".join(lines) + "\n").encode())
+        write_bytes_atomic(folder / "metadata.jsonl", ("\n".join(lines) + "\n").encode())
         written.add(folder / "metadata.jsonl")
     info = {
         "generator": "flowtok.data.shapes",
@@ -518,7 +505,7 @@ def write_dataset(
         "two_object_scenes": two_object,
         "palette": {k: list(v) for k, v in PALETTE.items()},
     }
-    _write_atomic(out / "dataset.json", (json.dumps(info, indent=2) + "\n").encode())
+    write_bytes_atomic(out / "dataset.json", (json.dumps(info, indent=2) + "\n").encode())
     written.add(out / "dataset.json")
     for stale in previous - written:
         stale.unlink(missing_ok=True)

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from flowtok.atomic import write_bytes_atomic
 from flowtok.data.imagefolder import ImageRecord, load_records
 from flowtok.errors import DataError
 
@@ -35,18 +34,6 @@ TOKENIZER_FILE = "tokenizer.json"
 FAILED_FILE = "failed.json"
 FORMAT_VERSION = 1
 
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _write_json_atomic(path: Path, obj) -> None:

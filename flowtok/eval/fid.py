@@ -163,7 +163,7 @@ def image_statistics(images: Iterable[Image.Image], model: torch.nn.Module, batc
 
 def save_statistics(path: Path, stats: FIDStatistics) -> None:
     """Write mu, sigma (and how they were made) to an .npz, atomically."""
-    from flowtok.data.shards import write_bytes_atomic
+    from flowtok.atomic import write_bytes_atomic
 
     buf = io.BytesIO()
     np.savez(buf, mu=stats.mu, sigma=stats.sigma, n=np.int64(stats.n),
@@ -319,7 +319,7 @@ def fid_of_generated(pipeline, prompts: Sequence[str], real: Path, steps: int, g
     generation); generated images are streamed into the statistics, never all held in memory,
     and written to save_dir as PNGs when given. ``pipeline`` is a FlowTokPipeline.
     """
-    from flowtok.data.shards import write_bytes_atomic
+    from flowtok.atomic import write_bytes_atomic
     from flowtok.train.trainer import resolve_device
 
     dev = resolve_device(device)

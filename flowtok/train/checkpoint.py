@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from flowtok.atomic import write_text_atomic
 from flowtok.config import FlowTokConfig, save_config
 from flowtok.errors import CheckpointError
 
@@ -60,19 +61,6 @@ def _fsync_dir(path: Path) -> None:
     finally:
         os.close(fd)
 
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Temp file in the same folder, fsync, rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _state_dict_cpu(module: nn.Module) -> dict[str, torch.Tensor]:
