@@ -127,7 +127,7 @@ def generate(
     result = {"images": [str(out / r["file_name"]) for r in records], "steps": steps,
               "guidance": guidance, "model": pipe.model_id}
     if grid:
-        result["grid"] = str(save_png(make_grid(images, n if len(prompts) > 1 else min(len(images), 8)),
+        result["grid"] = str(save_png(make_grid(images, n if len(prompts) > 1 and n > 1 else min(len(images), 8)),
                                       out / "grid.png", {"prompts": " | ".join(prompts)}))
     if json_out:
         common.print_json(result)
