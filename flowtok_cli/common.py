@@ -49,3 +49,24 @@ def resolve_cli_config(preset, config, overrides, default_preset: str = "shapes"
 
 def is_tty() -> bool:
     return sys.stderr.isatty()
+
+
+def fit_and_report(trainer, out, resume: bool, max_minutes, json_out: bool, title: str,
+                   rows_first: list[tuple[str, str]] | None = None) -> None:
+    """Run ``trainer.fit``, print the result (table or JSON); exit 130 after SIGINT."""
+    import signal
+
+    if resume and not (out / "checkpoints" / "latest").is_file():
+        warn(f"{out}: no checkpoint to resume from; starting from step 0")
+    result = trainer.fit(resume=resume, max_minutes=max_minutes)
+    result["model"] = str(out / "model")
+    if json_out:
+        print_json(result)
+    else:
+        rows = list(rows_first or []) + [
+            ("steps", str(result["step"])), ("stopped", result["stopped"]),
+            ("minutes", f"{result['minutes']:.1f}"), ("model", result["model"])]
+        rows += [(k, f"{v:.4g}") for k, v in result["eval"].items()]
+        print_table(rows, title=title)
+    if result["stopped"] == "interrupted":
+        raise typer.Exit(code=128 + signal.SIGINT)

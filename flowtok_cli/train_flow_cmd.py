@@ -37,8 +37,6 @@ def flow(
       flowtok train flow --task i2t --data data/shapes/train --val data/shapes/val --tokenizer runs/tok/model -o runs/i2t
       flowtok train flow ... --set train_flow.max_steps=4000 --max-minutes 30
     """
-    import signal
-
     from flowtok.config import load_config
     from flowtok.errors import ConfigError
     from flowtok.text.encoders import build_text_encoder
@@ -72,16 +70,4 @@ def flow(
     flow_task = FlowTask(cfg, task, tok, encoder, train, val_set, prompts, device=dev)
     trainer = Trainer(flow_task, cfg.train_flow, out, full_config=cfg, device=str(dev),
                       progress=not json_out and common.is_tty())
-    if resume and not (out / "checkpoints" / "latest").is_file():
-        common.warn(f"{out}: no checkpoint to resume from; starting from step 0")
-    result = trainer.fit(resume=resume, max_minutes=max_minutes)
-    result["model"] = str(out / "model")
-    if json_out:
-        common.print_json(result)
-    else:
-        rows = [("task", task), ("steps", str(result["step"])), ("stopped", result["stopped"]),
-                ("minutes", f"{result['minutes']:.1f}"), ("model", result["model"])]
-        rows += [(k, f"{v:.4g}") for k, v in result["eval"].items()]
-        common.print_table(rows, title="flow training")
-    if result["stopped"] == "interrupted":
-        raise typer.Exit(code=128 + signal.SIGINT)
+    common.fit_and_report(trainer, out, resume, max_minutes, json_out, "flow training", [("task", task)])

@@ -42,8 +42,6 @@ def tokenizer(
     The cosine schedule is sized in steps (train_tokenizer.max_steps); --max-minutes is a safety
     stop, so size max_steps to the time you have (shapes: 5000 steps ~ 22 CPU minutes).
     """
-    import signal
-
     from flowtok.config import load_config
     from flowtok.data.imagefolder import load_folder
     from flowtok.errors import DataError
@@ -70,16 +68,4 @@ def tokenizer(
     task = TokenizerTask(cfg, train.images, val_images, val_captions)
     trainer = Trainer(task, cfg.train_tokenizer, out, full_config=cfg, device=device,
                       progress=not json_out and common.is_tty())
-    if resume and not (out / "checkpoints" / "latest").is_file():
-        common.warn(f"{out}: no checkpoint to resume from; starting from step 0")
-    result = trainer.fit(resume=resume, max_minutes=max_minutes)
-    result["model"] = str(out / "model")
-    if json_out:
-        common.print_json(result)
-    else:
-        rows = [("steps", str(result["step"])), ("stopped", result["stopped"]),
-                ("minutes", f"{result['minutes']:.1f}"), ("model", result["model"])]
-        rows += [(k, f"{v:.4g}") for k, v in result["eval"].items()]
-        common.print_table(rows, title="tokenizer training")
-    if result["stopped"] == "interrupted":
-        raise typer.Exit(code=128 + signal.SIGINT)
+    common.fit_and_report(trainer, out, resume, max_minutes, json_out, "tokenizer training", None)

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 import flowtok_kernels as fk
 from flowtok.bench import timing
 from flowtok.errors import ConfigError
+from flowtok.train.trainer import resolve_device
 from flowtok_kernels import reference
 
 SCHEMA = "flowtok.bench.kernels/1"
@@ -76,15 +77,6 @@ class KernelBenchOptions:
 
 GPU_DEFAULTS = {"batch": 128, "heads": 16, "width": 1152, "repeats": 50, "warmup": 10}
 CPU_DEFAULTS = {"batch": 2, "heads": 2, "width": 256, "repeats": 5, "warmup": 1}
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: CUDA is not available here; use --device cpu")
-    return dev
 
 
 def _check_choices(values, allowed, flag):
