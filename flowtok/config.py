@@ -62,6 +62,7 @@ class TextConfig:
     proj_dropout: float = 0.1
     kl_weight: float = 1e-4  # gamma_1 (paper)
     normalize_latent: bool = False  # RMS-normalise z_text's mean per sample (stops it shrinking to 0)
+    min_std: float = 0.0  # text->image: floor on z_text's posterior std (keeps the flow's source a distribution)
     align_weight: float = 1.0  # gamma_2 (paper); 0 for image-to-text
     align_hidden: int = 512  # MLP 768->512->512->C in the paper
     caption_weight: float = 1.0  # cross-entropy weight of the caption decoder (image-to-text)

@@ -102,6 +102,7 @@ GROUPS: dict[str, tuple[str, dict[str, str]]] = {
         "flow": "eval_flow_cmd:flow",
         "fid": "eval_fid_cmd:fid",
         "captions": "eval_captions_cmd:captions",
+        "emoji": "eval_emoji_cmd:emoji",
         "coco": "eval_paper_cmd:coco",
         "mjhq": "eval_paper_cmd:mjhq",
     }),

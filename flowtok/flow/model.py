@@ -62,7 +62,7 @@ class TextImageFlow(nn.Module):
         B, dev = feats.shape[0], feats.device
         mean, logvar = self.projector(feats)
         noise = torch.randn(mean.shape, generator=generator, device=dev)
-        z_text = TextProjector.sample(mean, logvar, noise)
+        z_text = TextProjector.sample(mean, logvar, noise, self.source_min_std)
         x_img = self.normalize(z_img)
         indicator, perm = cfg_indicator(B, fc.null_prob, generator, dev)
         t = sample_timesteps(B, fc.timestep_sampling, generator, dev)
@@ -89,7 +89,12 @@ class TextImageFlow(nn.Module):
     def text_latent(self, feats: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
         """z_text (B, K, C): a posterior sample (noise given) or the posterior mean (noise None)."""
         mean, logvar = self.projector(feats)
-        return mean if noise is None else TextProjector.sample(mean, logvar, noise)
+        return mean if noise is None else TextProjector.sample(mean, logvar, noise, self.source_min_std)
+
+    @property
+    def source_min_std(self) -> float:
+        """Std floor of z_text: only where z_text is the flow's source (text -> image)."""
+        return self.cfg.text.min_std if self.direction == "t2i" else 0.0
 
     @torch.no_grad()
     def text_to_latent(self, feats: torch.Tensor, noise: torch.Tensor | None, steps: int,

@@ -49,10 +49,18 @@ class TextProjector(nn.Module):
         return mean, logvar.clamp(-30.0, 20.0)
 
     @staticmethod
-    def sample(mean: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        """Reparameterised z = mean + std * eps."""
+    def sample(mean: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor | None = None,
+               min_std: float = 0.0) -> torch.Tensor:
+        """Reparameterised z = mean + std * eps, std = sqrt(exp(logvar) + min_std^2).
+
+        The floor matters when a caption fits many images: the flow loss alone drives the
+        posterior std to ~0, and a flow from a single point can only produce one (blurred) image.
+        """
         eps = torch.randn_like(mean) if noise is None else noise
-        return mean + torch.exp(0.5 * logvar) * eps
+        var = torch.exp(logvar)
+        if min_std > 0:
+            var = var + min_std**2
+        return mean + var.sqrt() * eps
 
     def alignment_loss(self, feats: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """CLIP-style symmetric contrastive loss between MLP(feats) and z_text, batch labels."""
