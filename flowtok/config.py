@@ -113,6 +113,8 @@ class TrainConfig:
     gan_start: int = 0  # step at which the GAN loss switches on
     kl_weight: float = 1e-4  # tokenizer posterior KL weight
     edge_weight: float = 0.0  # tokenizer: L1 on image gradients (slowed the start on shapes)
+    grad_accum: int = 1  # micro-batches per step: global batch = batch_size x world size x grad_accum
+    parallel: str = "ddp"  # under torchrun: ddp (replicas) | fsdp (FSDP2 fully_shard, for the H preset)
 
 
 @dataclass
