@@ -13,7 +13,6 @@ iterator state; every other random draw comes from the global RNGs, which are ch
 from __future__ import annotations
 
 import json
-import math
 import signal
 import threading
 import time
@@ -26,6 +25,7 @@ from torch import nn
 
 from flowtok.config import FlowTokConfig, TrainConfig, save_config
 from flowtok.errors import ConfigError, FlowTokError
+from flowtok.train import distributed
 from flowtok.train.checkpoint import (
     TrainState,
     latest_checkpoint,
@@ -105,14 +105,17 @@ class Trainer:
         self.device = resolve_device(device)
         if cfg.max_steps <= 0:
             raise ConfigError(f"train.max_steps must be positive, got {cfg.max_steps}")
+        self.scale = distributed.ScaleOut(cfg, self.device)  # torchrun ranks, DDP/FSDP, grad_accum
+        self.device = self.scale.device
         torch.manual_seed(cfg.seed)
         self.modules = {k: m.to(self.device) for k, m in task.modules().items()}
+        self.ema = ({k: EMA(m, cfg.ema_decay) for k, m in self.modules.items()}
+                    if cfg.ema_decay > 0 else None)
+        self.scale.wrap(task, self.modules, self.ema)  # before the optimizer: FSDP swaps params
         self.optimizer = torch.optim.AdamW(
             _param_groups(self.modules, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas),
             foreach=True,
         )
-        self.ema = ({k: EMA(m, cfg.ema_decay) for k, m in self.modules.items()}
-                    if cfg.ema_decay > 0 else None)
         self.state = TrainState(step=0)
         self._interrupted = threading.Event()
 
@@ -129,6 +132,8 @@ class Trainer:
         return torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
 
     def _log(self, record: dict[str, Any]) -> None:
+        if not self.scale.is_main:
+            return
         with open(self.out_dir / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -137,12 +142,17 @@ class Trainer:
             m.train()
         if self.ema:
             self.state.ema_updates = next(iter(self.ema.values())).num_updates
-        folder = save_checkpoint(self.out_dir, self.state, self.modules,
-                                 self.ema_modules() if self.ema else None, self.optimizer,
-                                 self.full_config, self.cfg.keep_checkpoints)
-        export = getattr(self.task, "export", None)
-        if export is not None:
-            export(self.ema_modules(), self.out_dir)
+        self.scale.sync_ema(self.ema)
+        mods, ema_mods, opt = self.scale.checkpoint_views(
+            self.modules, self.ema_modules() if self.ema else None, self.optimizer, gather=True)
+        folder = None
+        if self.scale.is_main:  # one writer (full state dicts); the other ranks wait
+            folder = save_checkpoint(self.out_dir, self.state, mods, ema_mods, opt,
+                                     self.full_config, self.cfg.keep_checkpoints)
+            export = getattr(self.task, "export", None)
+            if export is not None:
+                export(self.ema_modules(), self.out_dir)
+        distributed.barrier()
         return folder
 
     def resume(self) -> bool:
@@ -150,14 +160,19 @@ class Trainer:
         folder = latest_checkpoint(self.out_dir)
         if folder is None:
             return False
-        self.state = load_checkpoint(folder, self.modules,
-                                     self.ema_modules() if self.ema else None, self.optimizer)
+        mods, ema_mods, opt = self.scale.checkpoint_views(
+            self.modules, self.ema_modules() if self.ema else None, self.optimizer, gather=False)
+        self.state = load_checkpoint(folder, mods, ema_mods, opt)
+        self.scale.after_load(self.ema)
         if self.ema:
             for e in self.ema.values():
                 e.num_updates = self.state.ema_updates
         return True
 
     def _evaluate(self, step: int) -> dict[str, float]:
+        self.scale.sync_ema(self.ema)
+        if not self.scale.is_main:  # rank 0 evaluates; the others wait at the next collective
+            return {}
         mods = self.ema_modules()
         for m in mods.values():
             m.eval()
@@ -193,7 +208,8 @@ class Trainer:
         """
         cfg = self.cfg
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        save_config(self.full_config, self.out_dir / "config.json")
+        if self.scale.is_main:
+            save_config(self.full_config, self.out_dir / "config.json")
         if resume:
             self.resume()  # no checkpoint yet: start from step 0 (the CLI warns)
         for m in self.modules.values():
@@ -201,7 +217,7 @@ class Trainer:
         previous_handler = self._install_sigint()
         start_time = time.monotonic()
         bar = None
-        if self.progress:
+        if self.progress and self.scale.is_main:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=cfg.max_steps, initial=self.state.step, dynamic_ncols=True,
@@ -215,27 +231,18 @@ class Trainer:
                 if stop_after is not None and step >= stop_after:
                     stopped = "stop_after"
                     break
-                if self._interrupted.is_set():
+                if distributed.agree(self._interrupted.is_set()):
                     stopped = "interrupted"
                     break
-                if max_minutes is not None and time.monotonic() - start_time > max_minutes * 60:
+                if distributed.agree(max_minutes is not None
+                                     and time.monotonic() - start_time > max_minutes * 60):
                     stopped = "time"
                     break
                 lr = cfg.lr * lr_multiplier(step, cfg)
                 for g in self.optimizer.param_groups:
                     g["lr"] = lr
-                batch = move_to(self.task.batch(step, batch_generator(cfg.seed, step)),
-                                self.device)
-                with self._autocast():
-                    loss, logs = self.task.loss(batch, step)
-                finite = bool(torch.isfinite(loss))
-                grad_norm = float("nan")
-                if finite:
-                    loss.backward()
-                    params = [p for g in self.optimizer.param_groups for p in g["params"]]
-                    grad_norm = float(torch.nn.utils.clip_grad_norm_(
-                        params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf")))
-                    finite = math.isfinite(grad_norm)
+                # forward + backward (+ micro-batches, + all-reduce across ranks) + clipping
+                loss, logs, finite, grad_norm = self.scale.forward_backward(self, step)
                 if not finite:
                     self.optimizer.zero_grad(set_to_none=True)
                     self.state.bad_steps += 1
@@ -264,7 +271,7 @@ class Trainer:
                     dt = max(time.monotonic() - window_start, 1e-9)
                     train_metrics = {"loss": float(loss.detach()), **logs, "lr": lr,
                                      "grad_norm": grad_norm, "s_per_step": dt / window_steps,
-                                     "images_per_s": window_steps * cfg.batch_size / dt}
+                                     "images_per_s": window_steps * self.scale.global_batch(cfg.batch_size) / dt}
                     self._log({"step": done, "time_s": time.monotonic() - start_time,
                                **train_metrics})
                     if bar is not None:
