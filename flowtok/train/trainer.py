@@ -192,7 +192,9 @@ class Trainer:
             return None
 
         def handler(signum, frame):
-            self._interrupted.set()
+            if self._interrupted.is_set():  # a second Ctrl-C: stop now, without the checkpoint
+                raise KeyboardInterrupt
+            self._interrupted.set()  # the first: finish this step, save a checkpoint, stop
 
         return signal.signal(signal.SIGINT, handler)
 
