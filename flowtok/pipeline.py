@@ -27,9 +27,8 @@ import torch
 from flowtok.config import FlowTokConfig, load_config, save_config
 from flowtok.errors import CheckpointError, ConfigError
 from flowtok.flow.model import TextImageFlow
+from flowtok.safe_load import load_safetensors, refuse_pickle
 from flowtok.tokenizer.model import Tokenizer
-
-PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
 
 
 def default_model_path() -> Path | None:
@@ -40,21 +39,7 @@ def default_model_path() -> Path | None:
 
 def _load_state(path: Path) -> dict[str, torch.Tensor]:
     """Read a safetensors file with clear errors for missing, pickled or corrupted files."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        pickles = [p.name for p in path.parent.glob("*") if p.suffix in PICKLE_SUFFIXES]
-        if pickles:
-            raise CheckpointError(
-                f"{path.parent}: found {', '.join(pickles)} but flowtok never loads pickle files "
-                "(they can run code); convert them to safetensors first"
-            )
-        raise CheckpointError(f"{path}: missing; is this a flowtok model folder?")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: corrupted or truncated safetensors file ({e})") from e
+    return load_safetensors(path)
 
 
 def _save_state(module: torch.nn.Module, path: Path, dtype: torch.dtype | None) -> None:
@@ -133,6 +118,7 @@ class FlowTokPipeline:
             if path is None:
                 raise CheckpointError("this install ships no default model; pass --model DIR")
         path = Path(path)
+        refuse_pickle(path)
         if not path.is_dir():
             raise CheckpointError(f"{path}: not a folder; pass a flowtok model folder")
         try:

@@ -34,7 +34,14 @@ import torch.nn.functional as F
 from torch import nn
 
 import flowtok_kernels
-from flowtok.config import FlowTokConfig, TokenizerConfig, config_from_dict, from_dict, to_dict
+from flowtok.config import (
+    CONFIG_VERSION,
+    FlowTokConfig,
+    TokenizerConfig,
+    config_from_dict,
+    from_dict,
+    to_dict,
+)
 from flowtok.errors import CheckpointError, ConfigError
 
 CONFIG_NAME = "config.json"
@@ -391,7 +398,8 @@ class Tokenizer(nn.Module):
         try:
             state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
             save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-            cfg_text = json.dumps({"tokenizer": to_dict(self.cfg)}, indent=2) + "\n"
+            cfg_text = json.dumps({"version": CONFIG_VERSION, "tokenizer": to_dict(self.cfg)},
+                                  indent=2) + "\n"
             (tmp / CONFIG_NAME).write_text(cfg_text)
             for f in tmp.iterdir():
                 _fsync(f)
@@ -411,39 +419,51 @@ class Tokenizer(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu"
                         ) -> Tokenizer:
-        """Rebuild from a folder written by ``save_pretrained`` (or a pipeline's tokenizer/)."""
-        from safetensors.torch import load_file
+        """Rebuild from a folder written by ``save_pretrained`` (or a pipeline's tokenizer/).
+        Pickle files are refused; damaged or mismatched files raise CheckpointError."""
+        from flowtok.safe_load import load_safetensors, refuse_pickle
 
         path = Path(path)
+        refuse_pickle(path)
         if (path / "tokenizer" / CONFIG_NAME).is_file():
             path = path / "tokenizer"
         cfg_file, weights = path / CONFIG_NAME, path / WEIGHTS_NAME
-        if not cfg_file.is_file() or not weights.is_file():
+        if not cfg_file.is_file() or not path.is_dir():
             raise CheckpointError(
                 f"{path}: not a tokenizer folder (needs {CONFIG_NAME} and {WEIGHTS_NAME}); "
                 "train one with `flowtok train tokenizer`"
             )
         cfg = read_tokenizer_config(cfg_file)
+        state = load_safetensors(weights)
         model = cls(cfg)
         try:
-            state = load_file(str(weights))
             model.load_state_dict(state, strict=True)
-        except (RuntimeError, OSError) as e:
-            raise CheckpointError(f"{weights}: does not match {cfg_file} ({str(e)[:200]})") from e
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise CheckpointError(f"{weights}: does not match {cfg_file} ({first[:200]})") from e
         return model.to(device).eval()
 
 
 def read_tokenizer_config(cfg_file: Path) -> TokenizerConfig:
     """A tokenizer folder's config.json: {"tokenizer": {...}} or a full FlowTokConfig."""
     try:
-        data = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{cfg_file}: not valid JSON ({e.msg})") from e
-    if "name" in data and "version" in data:
-        return config_from_dict(data, str(cfg_file)).tokenizer
-    if "tokenizer" not in data:
-        raise CheckpointError(f"{cfg_file}: has no 'tokenizer' section")
-    return from_dict(TokenizerConfig, data["tokenizer"], f"{cfg_file}:tokenizer")
+        data = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{cfg_file}: not valid JSON ({e.__class__.__name__})") from e
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{cfg_file}: expected a JSON object")
+    try:
+        if "name" in data and "version" in data:
+            return config_from_dict(data, str(cfg_file)).tokenizer
+        if "tokenizer" not in data:
+            raise CheckpointError(f"{cfg_file}: has no 'tokenizer' section")
+        version = data.get("version", CONFIG_VERSION)
+        if isinstance(version, int) and version > CONFIG_VERSION:
+            raise ConfigError(f"{cfg_file}: written by a newer flowtok (config version {version} "
+                              f"> {CONFIG_VERSION}); upgrade flowtok to read it")
+        return from_dict(TokenizerConfig, data["tokenizer"], f"{cfg_file}:tokenizer")
+    except ConfigError as e:  # a model folder problem, not a usage error
+        raise CheckpointError(str(e)) from e
 
 
 def _init_linear(m: nn.Module) -> None:
