@@ -1,12 +1,21 @@
 """Image folders: recursive scan, robust loading (any mode -> RGB, EXIF orientation, GIF first
 frame), resize short side + centre crop, and captions from metadata.jsonl or .txt sidecars.
 
+What each kind of file becomes (README "When things go wrong" lists the same):
+- grey (L, 1), palette (P), LA / RGBA / transparency: RGB, transparent pixels over black;
+  CMYK: RGB; 16-bit (I;16) and 32-bit (I, F) greyscale: scaled to 8 bits;
+- EXIF orientation is applied; an animated GIF / WebP gives its first frame;
+- the file's content decides its format, not its extension (a PNG named .jpg loads);
+- images smaller than ``size`` (even smaller than one patch) are upscaled, bicubic;
+- more than ``MAX_PIXELS`` pixels: refused before decoding (decompression-bomb guard);
+- empty, truncated or non-image files: a one-line DataError naming the file.
 Unreadable files are collected and returned, never fatal: the caller decides what to report.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +25,10 @@ from flowtok.errors import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 METADATA_FILE = "metadata.jsonl"
+# Decompression-bomb guard: a few hundred bytes of PNG can claim 100k x 100k pixels (40 GB of
+# RGB). 8192 x 8192 is larger than any photo worth tokenizing and still fits in memory.
+MAX_PIXELS = 8192 * 8192
+MAX_ASPECT = 16  # longer / shorter side above which the centre square is cropped before resizing
 
 
 @dataclass
@@ -42,7 +55,7 @@ def read_captions(folder: Path) -> dict[str, str]:
     captions: dict[str, str] = {}
     for meta in sorted(folder.rglob(METADATA_FILE)):
         prefix = meta.parent.relative_to(folder).as_posix()
-        for i, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), start=1):
+        for i, line in enumerate(_read_utf8(meta).splitlines(), start=1):
             if not line.strip():
                 continue
             try:
@@ -57,6 +70,14 @@ def read_captions(folder: Path) -> dict[str, str]:
             if text is not None:
                 captions[key] = str(text)
     return captions
+
+
+def _read_utf8(path: Path) -> str:
+    """A caption file's text; invalid UTF-8 is a DataError naming the file and byte."""
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not valid UTF-8 (byte {e.start}); save it as UTF-8") from e
 
 
 def scan_folder(folder: str | Path) -> list[ImageRecord]:
@@ -75,7 +96,7 @@ def scan_folder(folder: str | Path) -> list[ImageRecord]:
         caption = captions.get(name)
         sidecar = path.with_suffix(".txt")
         if caption is None and sidecar.is_file():
-            caption = sidecar.read_text(encoding="utf-8").strip()
+            caption = _read_utf8(sidecar).strip()
         records.append(ImageRecord(path=path, name=name, caption=caption))
     return records
 
@@ -88,15 +109,38 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    bomb = (f"is more than the {MAX_PIXELS // 1_000_000} megapixel limit "
+            "(decompression-bomb guard); downscale it first")
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we refuse below
+            im_file = Image.open(path)
+        with im_file as im:
+            w, h = im.size  # from the header: nothing is decoded yet
+            if w * h > MAX_PIXELS:
+                raise DataError(f"{path}: {w}x{h} pixels {bomb}")
             im.seek(0)
             im = ImageOps.exif_transpose(im)
             im = _to_rgb(im)
             im.load()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"{path}: cannot read image ({e.__class__.__name__}: {e})") from e
+    except DataError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise DataError(f"{path}: {bomb} ({e})") from e
+    except MemoryError as e:
+        raise DataError(f"{path}: too large to decode in memory") from e
+    except UnidentifiedImageError as e:
+        what = "empty file" if Path(path).stat().st_size == 0 else "not an image PIL can read"
+        raise DataError(f"{path}: cannot read image ({what})") from e
+    except Exception as e:  # PIL's decoders raise many types on damaged files
+        reason = " ".join(f"{e.__class__.__name__}: {e}".split())[:200]
+        raise DataError(f"{path}: cannot read image ({reason})") from e
     w, h = im.size
+    if max(w, h) > MAX_ASPECT * min(w, h):  # a 1 x 10^6 strip: crop first, or the resize
+        side = min(w, h)                     # below would allocate size x 10^6 x size pixels
+        im = im.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side,
+                      (h - side) // 2 + side))
+        w, h = im.size
     if (w, h) != (size, size):
         scale = size / min(w, h)
         nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
