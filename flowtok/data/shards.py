@@ -16,6 +16,7 @@ and redo only the missing ones, without touching finished shards.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 from collections.abc import Callable
@@ -26,18 +27,41 @@ import torch
 
 from flowtok.atomic import write_bytes_atomic
 from flowtok.data.imagefolder import ImageRecord, load_records
-from flowtok.errors import DataError
+from flowtok.errors import CheckpointError, DataError
+from flowtok.safe_load import load_safetensors
 
 SHARD_PATTERN = "shard_{:05d}.safetensors"
 INDEX_FILE = "index.json"
 TOKENIZER_FILE = "tokenizer.json"
 FAILED_FILE = "failed.json"
 FORMAT_VERSION = 1
+# temp files of write_bytes_atomic (".<name>.<random>.tmp") that a killed run leaves behind
+STALE_TEMP_GLOBS = (".shard_*.tmp", f".{INDEX_FILE}.*.tmp", f".{TOKENIZER_FILE}.*.tmp",
+                    f".{FAILED_FILE}.*.tmp")
 
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Atomic write; a full disk or other OS error becomes a DataError that says what is kept."""
+    try:
+        write_bytes_atomic(path, data)
+    except OSError as e:
+        why = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        raise DataError(
+            f"{path}: could not be written ({why}); finished shards are kept, the one being "
+            "written was discarded; fix this and rerun the same command to continue"
+        ) from e
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=1) + "\n").encode())
+    _write_atomic(path, (json.dumps(obj, indent=1) + "\n").encode())
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise DataError(f"{path}: unreadable or not valid JSON ({e.__class__.__name__}); "
+                        "delete the latents folder and run tokenize again") from e
 
 
 def file_sha256(path: Path) -> str:
@@ -101,10 +125,13 @@ def write_shards(
         raise DataError("--shard-size and --batch-size must be positive")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    for pattern in STALE_TEMP_GLOBS:  # left by a run that was killed mid-write
+        for stale in out.glob(pattern):
+            stale.unlink(missing_ok=True)
     info = tokenizer_info(tokenizer_dir, tokenizer)
     info_path = out / TOKENIZER_FILE
     if info_path.is_file():
-        old = json.loads(info_path.read_text())
+        old = _read_json(info_path)
         if old.get("sha256") != info["sha256"] or old.get("config") != info["config"]:
             raise DataError(
                 f"{out}: already holds latents from another tokenizer ({old.get('path')}); "
@@ -145,9 +172,8 @@ def write_shards(
             logvar = torch.cat(logvars) if logvars else torch.zeros(0, K, C, dtype=torch.float16)
             items = [{"file_name": r.name, "caption": r.caption} for r in loaded.records]
             rows = json.dumps({"items": items, "planned": planned})
-            write_bytes_atomic(path, save({"mean": mean.contiguous(),
-                                            "logvar": logvar.contiguous()},
-                                           metadata={"rows": rows}))
+            _write_atomic(path, save({"mean": mean.contiguous(), "logvar": logvar.contiguous()},
+                                     metadata={"rows": rows}))
             written += 1
         for row, it in enumerate(items):
             all_items.append({**it, "shard": path.name, "row": row})
@@ -186,8 +212,6 @@ class LatentShards:
 
 def read_shards(folder: str | Path) -> LatentShards:
     """Load a latents folder written by ``write_shards`` (raises DataError when incomplete)."""
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     index_path, info_path = folder / INDEX_FILE, folder / TOKENIZER_FILE
     if not index_path.is_file() or not info_path.is_file():
@@ -195,15 +219,14 @@ def read_shards(folder: str | Path) -> LatentShards:
             f"{folder}: not a finished latents folder (needs {INDEX_FILE} and {TOKENIZER_FILE}); "
             "run `flowtok tokenize IMAGES -o FOLDER` (again) to finish it"
         )
-    index = json.loads(index_path.read_text())
-    info = json.loads(info_path.read_text())
+    index, info = _read_json(index_path), _read_json(info_path)
     items = index["items"]
     shards: dict[str, dict[str, torch.Tensor]] = {}
     for name in sorted({it["shard"] for it in items}):
         try:
-            shards[name] = load_file(str(folder / name))
-        except (OSError, RuntimeError) as e:
-            raise DataError(f"{folder / name}: cannot read shard ({e}); rerun tokenize") from e
+            shards[name] = load_safetensors(folder / name)
+        except CheckpointError as e:
+            raise DataError(f"{e}; delete it and rerun tokenize to redo it") from e
     K, C = info["K"], info["C"]
     if items:
         rows: dict[str, list[int]] = {}

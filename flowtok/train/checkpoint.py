@@ -5,11 +5,14 @@ trainable module, ``optimizer.safetensors`` (every state tensor, flattened) + ``
 (the scalars), ``rng.safetensors`` (torch / CUDA / numpy / python RNG states as tensors) and
 ``trainer_state.json`` (step, schedule position, counters). It is written into a temp folder,
 fsynced, then renamed; only then is ``latest`` replaced, so a crash never leaves a half checkpoint
-behind the pointer. Never pickle.
+behind the pointer. Saving a step that already exists keeps the old folder as ``.step_N.old``
+until the new one is in place (``latest_checkpoint`` puts it back after a crash in between). A
+full disk raises CheckpointError and leaves the previous checkpoint as it was. Never pickle.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -26,6 +29,7 @@ from torch import nn
 from flowtok.atomic import write_text_atomic
 from flowtok.config import FlowTokConfig, save_config
 from flowtok.errors import CheckpointError
+from flowtok.safe_load import load_safetensors
 
 LATEST = "latest"
 STATE_FILE = "trainer_state.json"
@@ -131,13 +135,52 @@ def save_checkpoint(
     ema_modules: dict[str, nn.Module] | None, optimizer: torch.optim.Optimizer,
     config: FlowTokConfig, keep: int,
 ) -> Path:
-    """Write ``run_dir/checkpoints/step_N`` atomically, then the ``latest`` pointer; prune old."""
-    from safetensors.torch import save_file
+    """Write ``run_dir/checkpoints/step_N`` atomically, then the ``latest`` pointer; prune old.
+
+    Any OS error (a full disk, a lost mount) raises CheckpointError and leaves the previous
+    checkpoint, and the pointer to it, untouched.
+    """
+    from safetensors import SafetensorError
 
     root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{state.step}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".step_{state.step}.", suffix=".tmp"))
+    named = {**modules, **{f"ema_{k}": m for k, m in (ema_modules or {}).items()}}
+    bad = [f"{name}.{k}" for name, mod in named.items() for k, v in mod.state_dict().items()
+           if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:  # never let a NaN overwrite the last good checkpoint
+        pointer = root / LATEST
+        kept = pointer.read_text().strip() if pointer.is_file() else "none yet"
+        raise CheckpointError(
+            f"{final}: not saved: {len(bad)} weight tensor(s) hold NaN/Inf (first: {bad[0]}); "
+            f"the last good checkpoint ({kept}) is kept; lower train.lr, then --resume"
+        )
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(".step_*.tmp"):  # left behind by a killed run
+            shutil.rmtree(stale, ignore_errors=True)
+        _write_folder(root, final, state, modules, ema_modules, optimizer, config)
+        write_text_atomic(root / LATEST, final.name + "\n")
+    except (OSError, SafetensorError) as e:  # safetensors reports I/O errors as its own type
+        previous = root / LATEST
+        kept = (f"the previous checkpoint ({previous.read_text().strip()}) is intact"
+                if previous.is_file() else "no earlier checkpoint exists")
+        full = getattr(e, "errno", None) == errno.ENOSPC or f"os error {errno.ENOSPC})" in str(e)
+        why = "the disk is full" if full else " ".join(str(e).split())[:200]
+        raise CheckpointError(
+            f"{final}: could not write the checkpoint ({why}); {kept}; free space or fix the "
+            "output folder, then rerun with --resume"
+        ) from e
+    _prune(root, keep, final.name)
+    return final
+
+
+def _write_folder(root: Path, final: Path, state: TrainState, modules: dict[str, nn.Module],
+                  ema_modules: dict[str, nn.Module] | None, optimizer: torch.optim.Optimizer,
+                  config: FlowTokConfig) -> None:
+    """Write every file into a temp folder, fsync, then rename it to ``final``."""
+    from safetensors.torch import save_file
+
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}.", suffix=".tmp"))
     try:
         save_config(config, tmp / "config.json")
         for name, mod in modules.items():
@@ -155,16 +198,20 @@ def save_checkpoint(
         (tmp / STATE_FILE).write_text(json.dumps(trainer_state, indent=2))
         for f in tmp.iterdir():
             _fsync_file(f)
-        if final.exists():
-            shutil.rmtree(final)
+        backup = _backup_name(final)
+        if final.exists():  # the same step again (e.g. after a resume): swap, keeping a backup
+            shutil.rmtree(backup, ignore_errors=True)  # until the new folder is in place
+            os.replace(final, backup)
         os.replace(tmp, final)
         _fsync_dir(root)
+        shutil.rmtree(backup, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    write_text_atomic(root / LATEST, final.name + "\n")
-    _prune(root, keep, final.name)
-    return final
+
+
+def _backup_name(final: Path) -> Path:
+    return final.with_name(f".{final.name}.old")
 
 
 def _prune(root: Path, keep: int, protect: str) -> None:
@@ -183,6 +230,9 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     if not pointer.is_file():
         return None
     folder = pointer.parent / pointer.read_text().strip()
+    backup = _backup_name(folder)
+    if not folder.exists() and (backup / STATE_FILE).is_file():
+        os.replace(backup, folder)  # killed while swapping in a re-save of the same step
     if not (folder / STATE_FILE).is_file():
         raise CheckpointError(
             f"{pointer}: points to {folder.name}, which is missing or incomplete; "
@@ -196,21 +246,24 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
 ) -> TrainState:
     """Restore modules, EMA, optimizer and RNGs in place; return the TrainState."""
-    from safetensors.torch import load_file
-
     try:
         for name, mod in modules.items():
-            mod.load_state_dict(load_file(str(folder / f"{name}.safetensors")), strict=True)
+            mod.load_state_dict(load_safetensors(folder / f"{name}.safetensors"), strict=True)
         for name, mod in (ema_modules or {}).items():
-            mod.load_state_dict(load_file(str(folder / f"ema_{name}.safetensors")), strict=True)
-        optimizer_from_flat(optimizer, load_file(str(folder / "optimizer.safetensors")),
+            mod.load_state_dict(load_safetensors(folder / f"ema_{name}.safetensors"), strict=True)
+        optimizer_from_flat(optimizer, load_safetensors(folder / "optimizer.safetensors"),
                             json.loads((folder / "optimizer.json").read_text()))
         meta = json.loads((folder / STATE_FILE).read_text())
-        rng_from_tensors(load_file(str(folder / "rng.safetensors")), meta["rng"])
-    except (OSError, RuntimeError, KeyError, ValueError) as e:
+        rng_from_tensors(load_safetensors(folder / "rng.safetensors"), meta["rng"])
+        state = TrainState(step=int(meta["step"]), ema_updates=int(meta["ema_updates"]),
+                           bad_steps=int(meta["bad_steps"]), extra=meta.get("extra", {}))
+    except (CheckpointError, OSError, RuntimeError, KeyError, ValueError, TypeError) as e:
+        others = sorted(p.name for p in folder.parent.glob("step_*") if p != folder)
+        hint = (f"; to go back to an earlier one, write its name ({', '.join(others)}) into "
+                f"{folder.parent / LATEST}" if others else "")
+        reason = " ".join(str(e).split())[:200]
         raise CheckpointError(
-            f"{folder}: cannot resume from this checkpoint ({str(e)[:200]}); it does not match "
-            "the current config, or is damaged"
+            f"{folder}: cannot resume from this checkpoint ({reason}); it does not match the "
+            f"current config, or is damaged{hint}"
         ) from e
-    return TrainState(step=int(meta["step"]), ema_updates=int(meta["ema_updates"]),
-                      bad_steps=int(meta["bad_steps"]), extra=meta.get("extra", {}))
+    return state
