@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -47,6 +48,23 @@ def resolve_cli_config(preset, config, overrides, default_preset: str = "shapes"
     return resolve_config(preset or default_preset, config, list(overrides or []))
 
 
+def check_out_dir(out: Path) -> None:
+    """Create the output folder or raise a ConfigError (exit 2) that says why it cannot be used:
+    a file in the way, no permission, a parent that is a file."""
+    import os
+
+    from flowtok.errors import ConfigError
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is a file; pass a folder for -o")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{out}: cannot create the output folder ({e.strerror})") from e
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ConfigError(f"{out}: not writable; pass another folder with -o")
+
+
 def is_tty() -> bool:
     return sys.stderr.isatty()
 
@@ -56,9 +74,18 @@ def fit_and_report(trainer, out, resume: bool, max_minutes, json_out: bool, titl
     """Run ``trainer.fit``, print the result (table or JSON); exit 130 after SIGINT."""
     import signal
 
+    check_out_dir(out)
     if resume and not (out / "checkpoints" / "latest").is_file():
         warn(f"{out}: no checkpoint to resume from; starting from step 0")
-    result = trainer.fit(resume=resume, max_minutes=max_minutes)
+    try:
+        result = trainer.fit(resume=resume, max_minutes=max_minutes)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before the loop started
+        typer.echo(f"interrupted; the last checkpoint in {out / 'checkpoints'} is intact; "
+                   "rerun with --resume to continue", err=True)
+        raise typer.Exit(code=128 + signal.SIGINT) from None
+    except OSError as e:  # e.g. a full disk while appending to log.jsonl
+        raise runtime_error(f"{e.filename or out}: {e.strerror or e}; the last checkpoint is "
+                            "intact; fix this and rerun with --resume") from None
     result["model"] = str(out / "model")
     if json_out:
         print_json(result)

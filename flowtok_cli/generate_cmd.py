@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path
 from typing import Annotated
 
@@ -26,28 +27,13 @@ def read_prompts(path: Path) -> list[str]:
     if not path.is_file():
         raise ConfigError(f"{path}: prompts file not found")
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8-sig")  # a leading BOM is not part of prompt 1
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not valid UTF-8 (byte {e.start}); save it as UTF-8") from e
     prompts = [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
         raise ConfigError(f"{path}: no prompts (one per line expected)")
     return prompts
-
-
-def check_out_dir(out: Path) -> None:
-    from flowtok.errors import ConfigError
-
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: exists and is a file; pass a folder for -o")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"{out}: cannot create the output folder ({e.strerror})") from e
-    import os
-
-    if not os.access(out, os.W_OK):
-        raise ConfigError(f"{out}: not writable; pass another folder with -o")
 
 
 def generate(
@@ -85,8 +71,10 @@ def generate(
     for p in prompts:
         if not p.strip():
             raise ConfigError("the prompt is empty; give some text, e.g. flowtok generate \"a cat\"")
-        if any(ord(ch) < 32 and ch not in "\t\n" for ch in p):
-            raise ConfigError("the prompt contains control characters; remove them")
+        if any(unicodedata.category(ch) == "Cs" for ch in p):  # undecodable bytes in argv
+            raise ConfigError(f"the prompt {p[:40]!r} is not valid UTF-8 text")
+        if any(unicodedata.category(ch) == "Cc" and ch not in "\t\n" for ch in p):
+            raise ConfigError(f"the prompt {p[:40]!r} contains control characters; remove them")
     if n <= 0:
         raise ConfigError(f"-n {n}: the number of images must be at least 1")
     if steps is not None and steps <= 0:
@@ -96,7 +84,7 @@ def generate(
                           "use 1 for no guidance or a value above 1 to follow the prompt more")
     if batch_size <= 0:
         raise ConfigError(f"--batch-size {batch_size}: must be at least 1")
-    check_out_dir(out)
+    common.check_out_dir(out)
 
     from flowtok.pipeline import FlowTokPipeline
 

@@ -20,16 +20,18 @@ def tokenize(
     images: Annotated[Path, typer.Argument(help="Folder of images (recursive).")],
     out: OutOpt,
     tokenizer: TokenizerOpt = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward.")] = 64,
-    shard_size: Annotated[int, typer.Option("--shard-size", help="Images per shard.")] = 4096,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1,
+                                            help="Images per forward.")] = 64,
+    shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Images per shard.")] = 4096,
     device: DeviceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Encode a folder of images into latent shards (posterior mean + logvar, fp16).
 
-    Captions come from metadata.jsonl or .txt sidecars. Rerunning skips finished shards.
-    Unreadable files are listed in OUT/failed.json and the command exits 1 after writing every
-    readable image.
+    Captions come from metadata.jsonl or .txt sidecars. Each shard is written atomically, so
+    an interrupted run (Ctrl-C, kill, full disk) keeps every finished shard: rerun the same
+    command to do only the missing ones. Unreadable files are listed in OUT/failed.json and the
+    command exits 1 after writing every readable image.
 
     Examples:
       flowtok tokenize data/shapes/train -o latents/shapes --tokenizer runs/tok/model
@@ -46,6 +48,7 @@ def tokenize(
     records = scan_folder(images)
     if not records:
         raise common.usage_error(f"{images}: no png/jpg/jpeg/webp/bmp/gif images found")
+    common.check_out_dir(out)
     bar = None
     if not json_out and common.is_tty():
         from tqdm.auto import tqdm
@@ -54,6 +57,10 @@ def tokenize(
     try:
         report = write_shards(records, tok, out, tokenizer, batch_size=batch_size,
                               shard_size=shard_size, on_progress=bar.update if bar else None)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted; finished shards in {out} are kept; rerun the same command "
+                   "to continue", err=True)
+        raise typer.Exit(code=130) from None
     finally:
         if bar is not None:
             bar.close()
