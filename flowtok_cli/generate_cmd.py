@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from pathlib import Path
@@ -79,6 +80,8 @@ def generate(
         raise ConfigError(f"-n {n}: the number of images must be at least 1")
     if steps is not None and steps <= 0:
         raise ConfigError(f"--steps {steps}: the number of Euler steps must be at least 1")
+    if guidance is not None and not math.isfinite(guidance):
+        raise ConfigError(f"--guidance {guidance}: must be a finite number, 1 or more")
     if guidance is not None and guidance < 1:
         raise ConfigError(f"--guidance {guidance}: below 1 pushes images away from the prompt; "
                           "use 1 for no guidance or a value above 1 to follow the prompt more")

@@ -163,7 +163,8 @@ def _to_rgb(im):
         return Image.alpha_composite(bg, im).convert("RGB")
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(im, dtype=np.float64)
-        hi = 65535.0 if arr.max() > 255 else 255.0
+        # 16-bit files use the full 16-bit range; 32-bit "I" images are usually 8-bit values
+        hi = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
         return Image.fromarray((arr / hi * 255).round().clip(0, 255).astype(np.uint8)).convert("RGB")
     if im.mode == "F":
         arr = np.asarray(im, dtype=np.float64)
