@@ -87,6 +87,12 @@ def fit_and_report(trainer, out, resume: bool, max_minutes, json_out: bool, titl
         raise runtime_error(f"{e.filename or out}: {e.strerror or e}; the last checkpoint is "
                             "intact; fix this and rerun with --resume") from None
     result["model"] = str(out / "model")
+    scale = getattr(trainer, "scale", None)  # torchrun: rank 0 alone reports
+    if scale is not None:
+        result.update(world_size=scale.info.world, global_batch=scale.global_batch(
+            trainer.cfg.batch_size))
+        if not scale.is_main:
+            return
     if json_out:
         print_json(result)
     else:

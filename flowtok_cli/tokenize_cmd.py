@@ -25,6 +25,12 @@ def tokenize(
     shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Images per shard.")] = 4096,
     device: DeviceOpt = None,
     json_out: JsonOpt = False,
+    fmt: Annotated[str, typer.Option(
+        "--format", help="safetensors (shard_N.safetensors + index.json) or webdataset "
+        "(000000.tar with key.latents.safetensors / key.txt / key.json).")] = "safetensors",
+    workers: Annotated[int, typer.Option(
+        "--workers", min=1, help="Processes sharing the work (GPUs round-robin); under torchrun "
+        "each rank writes its own shards instead.")] = 1,
 ) -> None:
     """Encode a folder of images into latent shards (posterior mean + logvar, fp16).
 
@@ -36,15 +42,20 @@ def tokenize(
     Examples:
       flowtok tokenize data/shapes/train -o latents/shapes --tokenizer runs/tok/model
       flowtok tokenize imgs/ -o latents/ -t runs/tok/model --batch-size 256 --shard-size 8192
+      flowtok tokenize imgs/ -o wds/ -t runs/tok/model --format webdataset --workers 4
+      torchrun --nproc-per-node 8 -m flowtok_cli tokenize imgs/ -o wds/ -t runs/tok/model --format webdataset
     """
+    from flowtok.data import tokenize_parts
     from flowtok.data.imagefolder import scan_folder
-    from flowtok.data.shards import FAILED_FILE, write_shards
+    from flowtok.data.shards import FAILED_FILE
     from flowtok.tokenizer.model import Tokenizer
-    from flowtok.train.trainer import resolve_device
+    from flowtok.train.distributed import env_info, local_device
 
     if tokenizer is None:
         raise common.usage_error("--tokenizer is required: pass a folder such as runs/tok/model")
-    tok = Tokenizer.from_pretrained(tokenizer, device=resolve_device(device))
+    if fmt not in tokenize_parts.FORMATS:
+        raise common.usage_error(f"--format {fmt}: use {' or '.join(tokenize_parts.FORMATS)}")
+    tok = Tokenizer.from_pretrained(tokenizer, device=local_device(device))
     records = scan_folder(images)
     if not records:
         raise common.usage_error(f"{images}: no png/jpg/jpeg/webp/bmp/gif images found")
@@ -55,8 +66,20 @@ def tokenize(
 
         bar = tqdm(total=len(records), desc="tokenize", unit="img")
     try:
-        report = write_shards(records, tok, out, tokenizer, batch_size=batch_size,
-                              shard_size=shard_size, on_progress=bar.update if bar else None)
+        parts_written, dist = 0, env_info()
+        sizes = {"batch_size": batch_size, "shard_size": shard_size}
+        if dist.world > 1:  # torchrun: every rank writes its own shards, rank 0 then indexes
+            parts_written = tokenize_parts.run_rank_part(records, tok, out, tokenizer, fmt,
+                                                         **sizes)
+            if not dist.is_main:
+                return
+        elif workers > 1:
+            parts_written = tokenize_parts.run_workers(images, out, tokenizer, str(tok._device()),
+                                                       fmt, workers=workers, **sizes)
+        report = tokenize_parts.encode(records, tok, out, tokenizer, fmt, **sizes,
+                                       on_progress=bar.update if bar else None)
+        report.shards_written += parts_written
+        report.shards_skipped -= parts_written
     except KeyboardInterrupt:
         typer.echo(f"interrupted; finished shards in {out} are kept; rerun the same command "
                    "to continue", err=True)

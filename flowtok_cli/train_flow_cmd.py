@@ -7,12 +7,14 @@ from typing import Annotated
 
 import typer
 
-from flowtok_cli import common
+from flowtok_cli import common, launch
 from flowtok_cli.options import ConfigOpt, DeviceOpt, JsonOpt, OutOpt, PresetOpt, SetOpt
 
 
 def flow(
-    data: Annotated[Path, typer.Option("--data", help="Training images with captions (metadata.jsonl).")],
+    data: Annotated[Path, typer.Option(
+        "--data", help="Training images with captions (metadata.jsonl), or webdataset .tar "
+        "shards of latents from `flowtok tokenize --format webdataset`.")],
     tokenizer: Annotated[Path, typer.Option("--tokenizer", help="Trained tokenizer folder.")],
     out: OutOpt,
     task: Annotated[str, typer.Option("--task", help="t2i (text -> image) or i2t (image -> text).")] = "t2i",
@@ -28,6 +30,7 @@ def flow(
         "--max-minutes", help="Stop cleanly (with a checkpoint) after this many minutes.")] = None,
     device: DeviceOpt = None,
     json_out: JsonOpt = False,
+    nproc: launch.NprocOpt = 1,
 ) -> None:
     """Train one direction of FlowTok; the EMA model is exported to OUT/model/ (a model folder
     that `flowtok generate --model` / `flowtok caption --model` read).
@@ -36,14 +39,21 @@ def flow(
       flowtok train flow --data data/shapes/train --val data/shapes/val --tokenizer runs/tok/model -o runs/t2i
       flowtok train flow --task i2t --data data/shapes/train --val data/shapes/val --tokenizer runs/tok/model -o runs/i2t
       flowtok train flow ... --set train_flow.max_steps=4000 --max-minutes 30
+      flowtok tokenize imgs/ -o wds/ -t runs/tok/model --format webdataset
+      flowtok train flow --data wds/ --tokenizer runs/tok/model -o runs/t2i --preset XL --nproc 8
+
+    Under torchrun, batch_size is per process: global batch = batch_size x processes x
+    train_flow.grad_accum (see docs/scale-out.md).
     """
     from flowtok.config import load_config
     from flowtok.errors import ConfigError
     from flowtok.text.encoders import build_text_encoder
     from flowtok.tokenizer.model import Tokenizer
-    from flowtok.train.flow_task import FlowTask, latents_from_folder
-    from flowtok.train.trainer import Trainer, resolve_device
+    from flowtok.train.distributed import local_device
+    from flowtok.train.flow_task import FlowTask, latents_from_folder, latents_from_source
+    from flowtok.train.trainer import Trainer
 
+    launch.relaunch(nproc)
     if task not in ("t2i", "i2t"):
         raise ConfigError(f"--task {task!r}: use t2i or i2t")
     if resume and (out / "config.json").is_file() and preset is None and config is None and not overrides:
@@ -52,10 +62,10 @@ def flow(
         cfg = common.resolve_cli_config(preset, config, overrides)
     tok = Tokenizer.from_pretrained(tokenizer)
     cfg.tokenizer = tok.cfg  # the flow model lives in this tokenizer's latent space
-    dev = resolve_device(device)
+    dev = local_device(device)  # cuda:LOCAL_RANK under torchrun
     tok.to(dev)
     typer.echo(f"encoding {data} with the tokenizer …", err=True)
-    train = latents_from_folder(tok, data)
+    train = latents_from_source(tok, data)
     val_set = latents_from_folder(tok, val, limit=1000) if val is not None else None
     prompts = None
     if task == "t2i" and eval_prompts > 0:

@@ -113,11 +113,13 @@ def _shard_items(path: Path) -> tuple[list[dict], list[str]] | None:
 def write_shards(
     records: list[ImageRecord], tokenizer, out: Path, tokenizer_dir: Path, *,
     batch_size: int = 64, shard_size: int = 1024,
-    on_progress: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None, part: tuple[int, int] = (0, 1),
 ) -> TokenizeReport:
     """Encode ``records`` into latent shards under ``out`` (resumable; see the module doc).
 
     ``on_progress(n)`` is called with the number of planned files each finished shard covered.
+    ``part=(w, n)``: only shards i with i % n == w, and no index (workers / torchrun ranks; a
+    final ``part=(0, 1)`` call skips every finished shard and writes the index).
     """
     from safetensors.torch import save
 
@@ -144,6 +146,8 @@ def write_shards(
     failed: list[tuple[str, str]] = []
     written = skipped = 0
     for s in range(n_shards):
+        if s % part[1] != part[0]:
+            continue
         chunk = records[s * shard_size: (s + 1) * shard_size]
         planned = [r.name for r in chunk]
         path = out / SHARD_PATTERN.format(s)
@@ -179,6 +183,8 @@ def write_shards(
             all_items.append({**it, "shard": path.name, "row": row})
         if on_progress is not None:
             on_progress(len(chunk))
+    if part[1] > 1:
+        return TokenizeReport(len(all_items), written, skipped, failed)
     _write_json_atomic(out / INDEX_FILE, {"version": FORMAT_VERSION, "num_items": len(all_items),
                                           "shard_size": shard_size, "items": all_items})
     failed_path = out / FAILED_FILE

@@ -152,6 +152,16 @@ class _ShardedEMA:
                                                live.placements, src_data_rank=None).to_local()
 
 
+@torch.no_grad()
+def _broadcast_from_rank0(modules: list[nn.Module]) -> None:
+    """Every rank starts from rank 0's weights, however each process initialised them."""
+    import torch.distributed as dist
+
+    for m in modules:
+        for t in m.state_dict().values():
+            dist.broadcast(t, src=0)
+
+
 def _full(t: torch.Tensor) -> torch.Tensor:
     return t.full_tensor() if hasattr(t, "full_tensor") else t
 
@@ -237,6 +247,7 @@ class ScaleOut:
         self.root = _LossModule(task, modules)
         if self.info.world == 1:
             return
+        _broadcast_from_rank0(list(modules.values()) + [e.module for e in (ema or {}).values()])
         if self.fsdp:
             from torch.distributed.fsdp import fully_shard
 

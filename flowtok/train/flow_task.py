@@ -69,6 +69,26 @@ def latents_from_folder(tokenizer: Tokenizer, folder: str | Path, limit: int | N
                      [r.name for r in loaded.records])
 
 
+def latents_from_source(tokenizer: Tokenizer, source: str | Path, progress=None) -> LatentSet:
+    """Training latents from an image folder (encoded now) or from webdataset shards of
+    latents written by ``flowtok tokenize --format webdataset`` (read into memory: latents are
+    small, 2.4 kB a sample at 77x16 fp16 mean + logvar)."""
+    from flowtok.data.webdataset import has_shards, read_latent_tars
+    from flowtok.errors import DataError
+
+    if not has_shards(source):
+        return latents_from_folder(tokenizer, source, progress=progress)
+    mean, logvar, captions, names = read_latent_tars(source)
+    K, C = tokenizer.cfg.num_latent_tokens, tokenizer.cfg.token_channels
+    if tuple(mean.shape[1:]) != (K, C):
+        raise DataError(f"{source}: shards hold {tuple(mean.shape[1:])} latents, the tokenizer "
+                        f"makes ({K}, {C}); tokenize with this tokenizer")
+    missing = [n for n, c in zip(names, captions) if not c]
+    if missing:
+        raise DataError(f"{source}: {len(missing)} samples have no caption (e.g. {missing[0]})")
+    return LatentSet(mean, logvar, captions, names)
+
+
 class TextCache:
     """Frozen text features and token ids for every distinct caption, looked up by index."""
 
@@ -117,12 +137,17 @@ class FlowTask:
     def modules(self) -> dict[str, nn.Module]:
         return {"model": self.model}
 
-    def batch(self, step: int, generator: torch.Generator) -> dict[str, Any]:
-        idx = epoch_indices(len(self.train.mean), self.tcfg.batch_size, step, self.tcfg.seed)
+    def batch(self, step: int, generator: torch.Generator, slot: int = 0, slots: int = 1
+              ) -> dict[str, Any]:
+        """Slot ``slot`` of ``slots`` (ranks x micro-batches) of the step's global batch; the
+        noise is drawn for the whole global batch, so a sample's draw does not depend on slots."""
+        B = self.tcfg.batch_size
+        idx = epoch_indices(len(self.train.mean), B * slots, step, self.tcfg.seed)
         eps = torch.randn(self.train.mean[idx].shape, generator=generator)
+        idx, eps = idx[slot * B:(slot + 1) * B], eps[slot * B:(slot + 1) * B]
         z = self.train.mean[idx] + torch.exp(0.5 * self.train.logvar[idx]) * eps
         return {"z": z, "text": self.train_text[idx],
-                "seed": int(torch.randint(0, 2**62, (1,), generator=generator))}
+                "seed": int(torch.randint(0, 2**62, (1,), generator=generator)) + slot}
 
     def loss(self, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         text = batch["text"]

@@ -29,6 +29,7 @@ GRID_ZOOM = 4  # nearest-neighbour upscale so 32 px images are visible
 # measured on shapes, a constant KL collapsed the posterior (KL 370 -> 0.1 in 100 steps) and
 # reconstruction fell back to the all-background image.
 KL_RAMP_FRACTION = 0.25
+STREAM_HEAD = 1024  # streamed (webdataset) images read up front for the output bias
 
 
 def uint8_to_float(images: torch.Tensor) -> torch.Tensor:
@@ -103,7 +104,12 @@ class TokenizerTask:
     def __init__(self, cfg: FlowTokConfig, train_images: np.ndarray,
                  val_images: np.ndarray | None = None, val_captions: list | None = None,
                  loss_weights: ReconLossWeights | None = None):
+        """``train_images``: uint8 (N, S, S, 3) in memory, or a webdataset ``SlotStreams``
+        (decoding to uint8 (S, S, 3)) streamed through its shuffle buffer."""
         self.cfg, self.tcfg = cfg, cfg.train_tokenizer
+        self.stream = None if isinstance(train_images, np.ndarray) else train_images
+        if self.stream is not None:  # a few thousand streamed images stand in for statistics
+            train_images = np.stack(self.stream.head(STREAM_HEAD))
         self.train_images = torch.from_numpy(train_images)  # uint8 (N, S, S, 3)
         self.val_images = val_images[:EVAL_LIMIT] if val_images is not None else None
         self.val_prompts = shapes_prompts(list(val_captions[:EVAL_LIMIT])) if val_captions else None
@@ -118,9 +124,15 @@ class TokenizerTask:
             mods["disc"] = self.disc
         return mods
 
-    def batch(self, step: int, generator: torch.Generator) -> torch.Tensor:
-        idx = epoch_indices(len(self.train_images), self.tcfg.batch_size, step, self.tcfg.seed)
-        return uint8_to_float(self.train_images[idx])  # (B, 3, S, S)
+    def batch(self, step: int, generator: torch.Generator, slot: int = 0, slots: int = 1
+              ) -> torch.Tensor:
+        """Slot ``slot`` of ``slots`` (ranks x micro-batches) of the step's global batch."""
+        B = self.tcfg.batch_size
+        if self.stream is not None:
+            return uint8_to_float(torch.from_numpy(np.stack(self.stream.take(step, B, slot,
+                                                                             slots))))
+        idx = epoch_indices(len(self.train_images), B * slots, step, self.tcfg.seed)
+        return uint8_to_float(self.train_images[idx[slot * B:(slot + 1) * B]])  # (B, 3, S, S)
 
     def loss(self, batch: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         recon, post = self.tokenizer(batch)
