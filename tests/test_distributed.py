@@ -4,7 +4,8 @@
 - 2 processes x batch 4 train the same weights as 1 process x 2 micro-batches of 4 (the same
   global batch of 8): max abs diff < 1e-5 in fp32 over model, EMA and optimizer state (only the
   order of summing the two half-batch gradients differs; measured 0.0);
-- the 2-process checkpoint resumes in 1 process and continues exactly like the 1-process run.
+- the 2-process checkpoint resumes in 1 process and continues exactly like the 1-process run;
+- FSDP2 resumes the same checkpoint on 2 processes and trains the same weights.
 """
 
 from __future__ import annotations
@@ -95,16 +96,39 @@ def test_one_process_batch_of_8_differs_so_the_comparison_can_fail(runs):
                      _tensors(root / "one/checkpoints/step_3")) > 1e-3
 
 
-def test_a_two_process_checkpoint_resumes_in_one_process(runs, tmp_path):
+RESUME_TO_6 = ["--resume", "--set", "train_tokenizer.max_steps=6"]
+
+
+@pytest.fixture(scope="module")
+def one_to_6(runs, tmp_path_factory):
+    """The 1-process run, resumed from step 3 to step 6 in 1 process x 2 micro-batches."""
     root, _, _ = runs
-    for name in ("two", "one"):
-        shutil.copytree(root / name, tmp_path / name)
-        res = CliRunner().invoke(app, _cli(root / "imgs", tmp_path / name, "--resume",
-                                           "--set", "train_tokenizer.grad_accum=2",
-                                           "--set", "train_tokenizer.max_steps=6"))
-        assert res.exit_code == 0, res.output
-    assert _max_diff(_tensors(tmp_path / "two/checkpoints/step_6"),
-                     _tensors(tmp_path / "one/checkpoints/step_6")) < TOL
+    out = tmp_path_factory.mktemp("one6") / "one"
+    shutil.copytree(root / "one", out)
+    res = CliRunner().invoke(app, _cli(root / "imgs", out, *RESUME_TO_6,
+                                       "--set", "train_tokenizer.grad_accum=2"))
+    assert res.exit_code == 0, res.output
+    return out / "checkpoints/step_6"
+
+
+def test_a_two_process_checkpoint_resumes_in_one_process(runs, one_to_6, tmp_path):
+    root, _, _ = runs
+    shutil.copytree(root / "two", tmp_path / "two")
+    res = CliRunner().invoke(app, _cli(root / "imgs", tmp_path / "two", *RESUME_TO_6,
+                                       "--set", "train_tokenizer.grad_accum=2"))
+    assert res.exit_code == 0, res.output
+    assert _max_diff(_tensors(tmp_path / "two/checkpoints/step_6"), _tensors(one_to_6)) < TOL
+
+
+def test_fsdp_resumes_a_ddp_checkpoint_and_trains_the_same_weights(runs, one_to_6, tmp_path):
+    """FSDP2 (fully_shard) loads the full checkpoint into shards, trains, and gathers full
+    model / EMA / optimizer state for rank 0 to write: same numbers as 1 process."""
+    root, _, _ = runs
+    shutil.copytree(root / "two", tmp_path / "two")
+    res = _run(_cli(root / "imgs", tmp_path / "two", *RESUME_TO_6, "--nproc", "2",
+                    "--set", "train_tokenizer.parallel=fsdp"))
+    assert res["step"] == 6 and res["world_size"] == 2
+    assert _max_diff(_tensors(tmp_path / "two/checkpoints/step_6"), _tensors(one_to_6)) < TOL
 
 
 def test_slots_need_a_task_that_can_split_its_batches():
