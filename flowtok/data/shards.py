@@ -127,9 +127,10 @@ def write_shards(
         raise DataError("--shard-size and --batch-size must be positive")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for pattern in STALE_TEMP_GLOBS:  # left by a run that was killed mid-write
-        for stale in out.glob(pattern):
-            stale.unlink(missing_ok=True)
+    if part[1] == 1:  # the only writer (parts run concurrently and own their temp files)
+        for pattern in STALE_TEMP_GLOBS:  # left by a run that was killed mid-write
+            for stale in out.glob(pattern):
+                stale.unlink(missing_ok=True)
     info = tokenizer_info(tokenizer_dir, tokenizer)
     info_path = out / TOKENIZER_FILE
     if info_path.is_file():
