@@ -74,6 +74,8 @@ def fit_and_report(trainer, out, resume: bool, max_minutes, json_out: bool, titl
     """Run ``trainer.fit``, print the result (table or JSON); exit 130 after SIGINT."""
     import signal
 
+    from safetensors import SafetensorError
+
     check_out_dir(out)
     if resume and not (out / "checkpoints" / "latest").is_file():
         warn(f"{out}: no checkpoint to resume from; starting from step 0")
@@ -86,6 +88,10 @@ def fit_and_report(trainer, out, resume: bool, max_minutes, json_out: bool, titl
     except OSError as e:  # e.g. a full disk while appending to log.jsonl
         raise runtime_error(f"{e.filename or out}: {e.strerror or e}; the last checkpoint is "
                             "intact; fix this and rerun with --resume") from None
+    except SafetensorError as e:  # e.g. a full disk while exporting OUT/model
+        reason = " ".join(str(e).split())[:200]
+        raise runtime_error(f"{out}: could not write a weights file ({reason}); the last "
+                            "checkpoint is intact; fix this and rerun with --resume") from None
     result["model"] = str(out / "model")
     scale = getattr(trainer, "scale", None)  # torchrun: rank 0 alone reports
     if scale is not None:

@@ -221,6 +221,28 @@ def test_train_cli_reports_a_full_disk_in_one_line(tmp_path, monkeypatch):
     assert "the disk is full" in res.stderr and "no earlier checkpoint exists" in res.stderr
 
 
+def test_train_cli_reports_a_full_disk_while_exporting_the_model_in_one_line(tmp_path,
+                                                                            monkeypatch):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((16, 16, 3), i * 60, np.uint8)).save(imgs / f"{i}.png")
+    real = safetensors.torch.save_file
+
+    def save_file(tensors, filename, metadata=None):
+        if Path(filename).parent.name.startswith(".model."):  # the export to RUN/model
+            raise SafetensorError("Error while serializing: I/O error: No space left on device "
+                                  "(os error 28)")
+        return real(tensors, filename, metadata)
+
+    monkeypatch.setattr("safetensors.torch.save_file", save_file)
+    res = runner.invoke(app, ["train", "tokenizer", "--data", str(imgs), "--preset", "tiny",
+                              "-o", str(tmp_path / "run"), "--set", "train_tokenizer.max_steps=2"])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert "could not write a weights file" in res.stderr and "os error 28" in res.stderr
+    assert latest_checkpoint(tmp_path / "run").name == "step_2"  # the checkpoint came first
+
+
 @pytest.fixture(scope="module")
 def tok_dir(tmp_path_factory):
     torch.manual_seed(0)
