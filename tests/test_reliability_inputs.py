@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
@@ -249,9 +249,17 @@ def _bad_prompt(p: str) -> bool:
 
 
 @SETTINGS
-@given(prompt=st.text(st.characters(codec="utf-8"), max_size=30)
-       | st.sampled_from(["", " ", "\t\n", "a\x00b", "\x1b[31mred", "del\x7f", "nel\x85",
-                          "🐈‍⬛ 🙂🙃", "قطة حمراء", "חתול אדום", "-n 5", "--steps=0"]))
+@given(prompt=st.text(st.characters(codec="utf-8"), max_size=30))
+@example(prompt="")  # empty
+@example(prompt=" \t\n")  # whitespace only
+@example(prompt="a\x00b")  # NUL
+@example(prompt="\x1b[31mred")  # an ANSI escape
+@example(prompt="del\x7f")  # DEL
+@example(prompt="nel\x85")  # a C1 control
+@example(prompt="🐈‍⬛ 🙂🙃")  # emoji with a zero-width joiner
+@example(prompt="قطة حمراء")  # right-to-left: Arabic
+@example(prompt="חתול אדום")  # right-to-left: Hebrew
+@example(prompt="-n 5")  # looks like an option
 def test_any_prompt_draws_or_is_refused_with_a_usage_error(model_dir, prompt):
     with tempfile.TemporaryDirectory() as out:
         res = _generate(model_dir, out, "--", prompt)
@@ -272,9 +280,12 @@ def test_a_10000_character_prompt_is_truncated_to_K_tokens_with_a_warning(model_
 
 
 @SETTINGS
-@given(data=st.binary(max_size=40) | st.sampled_from([
-    b"a cat\n\xff\xfe bad\n", b"\xef\xbb\xbfa cat\n", b"\n\n  \n", b"ok\nbell\x07\n",
-    "قطة\nchat 🐈\n".encode()]))
+@given(data=st.binary(max_size=40))
+@example(data=b"a cat\n\xff\xfe bad\n")  # invalid UTF-8
+@example(data=b"\xef\xbb\xbfa cat\r\na dog\r\n")  # BOM + Windows line ends
+@example(data=b"\n\n  \n")  # no prompt at all
+@example(data=b"ok\nbell\x07\n")  # a control character
+@example(data="قطة\nchat 🐈\n".encode())  # right-to-left and emoji lines
 def test_any_prompts_file_draws_its_lines_or_is_refused_with_a_usage_error(model_dir, data):
     with tempfile.TemporaryDirectory() as tmp:
         f = Path(tmp) / "prompts.txt"
@@ -298,6 +309,12 @@ def test_any_prompts_file_draws_its_lines_or_is_refused_with_a_usage_error(model
 @SETTINGS
 @given(steps=st.integers(-3, 2), n=st.integers(-2, 2),
        guidance=st.floats(-3, 3) | st.sampled_from([float("nan"), float("inf"), 1.0]))
+@example(steps=0, n=1, guidance=1.0)
+@example(steps=1, n=0, guidance=1.0)
+@example(steps=1, n=1, guidance=0.5)
+@example(steps=1, n=1, guidance=float("nan"))
+@example(steps=1, n=1, guidance=float("inf"))
+@example(steps=2, n=2, guidance=1.0)
 def test_steps_n_and_guidance_are_checked_before_any_work(model_dir, steps, n, guidance):
     with tempfile.TemporaryDirectory() as out:
         res = _generate(model_dir, out, "a cat", "--steps", str(steps), "-n", str(n),
@@ -363,6 +380,9 @@ def test_train_into_an_output_path_that_is_a_file_is_a_usage_error(tmp_path):
 
 @SETTINGS
 @given(batch=st.integers(-2, 3), shard=st.integers(-2, 3))
+@example(batch=0, shard=2)
+@example(batch=2, shard=-1)
+@example(batch=1, shard=1)
 def test_tokenize_sizes_below_1_are_usage_errors(tok_dir, batch, shard):
     with tempfile.TemporaryDirectory() as tmp:
         imgs = Path(tmp) / "imgs"
