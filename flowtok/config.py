@@ -66,6 +66,7 @@ class TextConfig:
     align_weight: float = 1.0  # gamma_2 (paper); 0 for image-to-text
     align_hidden: int = 512  # MLP 768->512->512->C in the paper
     caption_weight: float = 1.0  # cross-entropy weight of the caption decoder (image-to-text)
+    decoder_noise: float = 0.0  # std of noise on z_text while training the decoder (robust to flow errors)
     decoder_depth: int = 2  # caption decoder blocks (paper: 6)
     decoder_width: int = 256
     decoder_heads: int = 4

@@ -79,7 +79,10 @@ class TextImageFlow(nn.Module):
             total = total + tc.align_weight * la
             logs["align"] = la.item()
         if self.direction == "i2t":
-            ce = self.decoder.loss(z_text, ids)
+            z_dec = z_text
+            if tc.decoder_noise > 0:  # the decoder will read the flow's output, not the true z_text
+                z_dec = z_text + tc.decoder_noise * torch.randn(z_text.shape, generator=generator, device=dev)
+            ce = self.decoder.loss(z_dec, ids)
             total = total + tc.caption_weight * ce
             logs["ce"] = ce.item()
         logs["loss"] = total.item()
