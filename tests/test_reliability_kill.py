@@ -29,7 +29,8 @@ from flowtok.tokenizer.model import Tokenizer
 from flowtok.train.checkpoint import latest_checkpoint
 from flowtok_cli.app import app
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+pytestmark = [pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"),
+              pytest.mark.slow]  # each starts a Python process that imports torch (~3 s)
 
 runner = CliRunner()
 # torch's default seed: the global RNG state every fresh process starts from. In-process runs
