@@ -117,9 +117,11 @@ class _ShardedEMA:
     step); ``materialize`` all-gathers them into ``module``, a full unsharded twin used for
     evaluation, export and checkpoints."""
 
-    def __init__(self, ema, live: nn.Module):
+    def __init__(self, ema, live: nn.Module, keep_twin: bool):
         self.decay, self.num_updates, self.module = ema.decay, ema.num_updates, ema.module
-        self._live = live
+        self._live, self._keep = live, keep_twin
+        if not keep_twin:  # only rank 0 reads the twin: elsewhere it waits in host memory
+            self.module.to("cpu")
         self.shards = [p.to_local().detach().clone() for p in live.parameters()]
 
     @torch.no_grad()
@@ -140,7 +142,8 @@ class _ShardedEMA:
                                      self.shards):
             full = DTensor.from_local(shard, live.device_mesh, live.placements,
                                       shape=live.shape, stride=live.stride()).full_tensor()
-            twin.copy_(full)
+            if self._keep:
+                twin.copy_(full)
 
     @torch.no_grad()
     def reshard(self) -> None:
@@ -262,7 +265,7 @@ class ScaleOut:
             fully_shard(self.root)
             if ema:
                 for k in list(ema):
-                    ema[k] = _ShardedEMA(ema[k], modules[k])
+                    ema[k] = _ShardedEMA(ema[k], modules[k], keep_twin=self.is_main)
         else:
             from torch.nn.parallel import DistributedDataParallel
 
