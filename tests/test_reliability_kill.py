@@ -33,9 +33,6 @@ pytestmark = [pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"
               pytest.mark.slow]  # each starts a Python process that imports torch (~3 s)
 
 runner = CliRunner()
-# torch's default seed: the global RNG state every fresh process starts from. In-process runs
-# that start from step 0 reseed with it, so they build the same initial weights a subprocess does.
-FRESH_PROCESS_SEED = 67280421310721
 MAX_STEPS = 8
 TRAIN_SETS = [f"train_tokenizer.{k}" for k in (
     f"max_steps={MAX_STEPS}", "ckpt_every=2", "eval_every=0", "log_every=1", "batch_size=4")]
@@ -115,7 +112,7 @@ def _train_args(data: Path, out: Path) -> list[str]:
 
 
 def _train_in_process(data: Path, out: Path, *extra: str):
-    torch.manual_seed(FRESH_PROCESS_SEED)
+    torch.manual_seed(12345)  # the command seeds its own init: this state must not matter
     res = runner.invoke(app, _train_args(data, out) + list(extra))
     assert res.exit_code == 0, res.output
     return res
