@@ -31,6 +31,9 @@ def flow(
     device: DeviceOpt = None,
     json_out: JsonOpt = False,
     nproc: launch.NprocOpt = 1,
+    shuffle_buffer: Annotated[int, typer.Option(
+        "--shuffle-buffer", min=1, help="Streamed samples held per data slot (webdataset "
+        "--data).")] = 1000,
 ) -> None:
     """Train one direction of FlowTok; the EMA model is exported to OUT/model/ (a model folder
     that `flowtok generate --model` / `flowtok caption --model` read).
@@ -46,11 +49,12 @@ def flow(
     train_flow.grad_accum (see docs/scale-out.md).
     """
     from flowtok.config import load_config
-    from flowtok.errors import ConfigError
+    from flowtok.data.webdataset import SlotStreams, has_shards, latent_sample
+    from flowtok.errors import ConfigError, DataError
     from flowtok.text.encoders import build_text_encoder
     from flowtok.tokenizer.model import Tokenizer
     from flowtok.train.distributed import local_device
-    from flowtok.train.flow_task import FlowTask, latents_from_folder, latents_from_source
+    from flowtok.train.flow_task import FlowTask, latents_from_folder, stream_head
     from flowtok.train.trainer import Trainer
 
     launch.relaunch(nproc)
@@ -64,14 +68,23 @@ def flow(
     cfg.tokenizer = tok.cfg  # the flow model lives in this tokenizer's latent space
     dev = local_device(device)  # cuda:LOCAL_RANK under torchrun
     tok.to(dev)
-    typer.echo(f"encoding {data} with the tokenizer …", err=True)
-    train = latents_from_source(tok, data)
+    if has_shards(data):  # webdataset latents: streamed, captions encoded per batch
+        train = SlotStreams(data, latent_sample, cfg.train_flow.seed, shuffle_buffer)
+        head = stream_head(train, 1)
+        if head.mean.shape[1:] != (cfg.K, cfg.C):
+            raise DataError(f"{data}: shards hold {tuple(head.mean.shape[1:])} latents, "
+                              f"{tokenizer} makes ({cfg.K}, {cfg.C}); tokenize with it")
+        first_caption = head.captions[0]
+    else:
+        typer.echo(f"encoding {data} with the tokenizer …", err=True)
+        train = latents_from_folder(tok, data)
+        first_caption = train.captions[0]
     val_set = latents_from_folder(tok, val, limit=1000) if val is not None else None
     prompts = None
     if task == "t2i" and eval_prompts > 0:
         from flowtok.eval.shapes_eval import parse_caption
 
-        if parse_caption(train.captions[0]) is not None:
+        if parse_caption(first_caption) is not None:
             from flowtok.data.shapes import canonical_prompts
 
             prompts = canonical_prompts(eval_prompts, seed=0)

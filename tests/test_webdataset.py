@@ -80,45 +80,89 @@ def test_images_decode_like_image_folders_and_too_few_shards_is_an_error(shards)
         wds.SlotStreams(shards, wds.caption_of).take(0, 1, 0, 8)
 
 
-def test_tokenize_webdataset_holds_the_same_latents_as_safetensors_shards(tmp_path):
-    """`flowtok tokenize --format webdataset`, split in 2 parts as 2 workers / ranks would,
-    then read back: same posteriors (fp16) and captions as the safetensors format."""
-    from typer.testing import CliRunner
-
+@pytest.fixture(scope="module")
+def latents(tmp_path_factory):
+    """A tiny tokenizer, 7 captioned images, and their latents as 4 webdataset shards written
+    in 2 parts (as 2 workers / ranks would)."""
     from flowtok.config import load_preset
     from flowtok.data.imagefolder import scan_folder
-    from flowtok.data.shards import read_shards
-    from flowtok.data.webdataset import read_latent_tars, write_latent_tars
+    from flowtok.data.webdataset import write_latent_tars
     from flowtok.tokenizer.model import Tokenizer
-    from flowtok_cli.app import app
 
-    imgs = tmp_path / "imgs"
-    imgs.mkdir()
+    root = tmp_path_factory.mktemp("lat")
+    (root / "imgs").mkdir()
     for i in range(7):
-        (imgs / f"im.{i}.png").write_bytes(_png(i, 16))
-        (imgs / f"im.{i}.txt").write_text(f"picture {i}")
+        (root / "imgs" / f"im.{i}.png").write_bytes(_png(i, 16))
+        (root / "imgs" / f"im.{i}.txt").write_text(f"picture {i}")
     torch.manual_seed(0)
-    Tokenizer(load_preset("tiny").tokenizer).save_pretrained(tmp_path / "tok")
-    tok = Tokenizer.from_pretrained(tmp_path / "tok")
-    records = scan_folder(imgs)
-    for part in ((1, 2), (0, 2)):  # two workers, each its own shards
-        rep = write_latent_tars(records, tok, tmp_path / "wds", tmp_path / "tok", shard_size=2,
+    Tokenizer(load_preset("tiny").tokenizer).save_pretrained(root / "tok")
+    tok = Tokenizer.from_pretrained(root / "tok")
+    records = scan_folder(root / "imgs")
+    for part in ((1, 2), (0, 2)):
+        rep = write_latent_tars(records, tok, root / "wds", root / "tok", shard_size=2,
                                 part=part)
         assert rep.shards_written == 2  # shards 1, 3 then 0, 2
-    assert sorted(p.name for p in (tmp_path / "wds").glob("*.tar")) == [
+    return root
+
+
+def test_tokenize_webdataset_holds_the_same_latents_as_safetensors_shards(latents):
+    """`flowtok tokenize --format webdataset` after the parts only assembles; read back, the
+    shards hold the same posteriors (fp16) and captions as the safetensors format."""
+    from typer.testing import CliRunner
+
+    from flowtok.data.shards import read_shards
+    from flowtok.data.webdataset import read_latent_tars
+    from flowtok_cli.app import app
+
+    assert sorted(p.name for p in (latents / "wds").glob("*.tar")) == [
         f"00000{i}.tar" for i in range(4)]
-    run = CliRunner().invoke(app, ["tokenize", str(imgs), "-o", str(tmp_path / "wds"), "-t",
-                                   str(tmp_path / "tok"), "--format", "webdataset",
-                                   "--shard-size", "2", "--json"])
+    common = [str(latents / "imgs"), "-t", str(latents / "tok"), "--json"]
+    run = CliRunner().invoke(app, ["tokenize", *common, "-o", str(latents / "wds"),
+                                   "--format", "webdataset", "--shard-size", "2"])
     assert run.exit_code == 0, run.output
     assert json.loads(run.stdout)["shards_skipped"] == 4  # the parts did all the work
-    run = CliRunner().invoke(app, ["tokenize", str(imgs), "-o", str(tmp_path / "st"), "-t",
-                                   str(tmp_path / "tok"), "--json"])
+    run = CliRunner().invoke(app, ["tokenize", *common, "-o", str(latents / "st")])
     assert run.exit_code == 0, run.output
-    mean, logvar, captions, names = read_latent_tars(tmp_path / "wds")
-    ref = read_shards(tmp_path / "st")
+    mean, logvar, captions, names = read_latent_tars(latents / "wds")
+    ref = read_shards(latents / "st")
     assert names == ref.file_names and captions == ref.captions
     assert torch.equal(mean, ref.mean.float()) and torch.equal(logvar, ref.logvar.float())
+
+
+def test_streamed_flow_batches_encode_captions_like_the_cache(latents):
+    from flowtok.config import load_preset
+    from flowtok.data.webdataset import SlotStreams, latent_sample
+    from flowtok.text.encoders import build_text_encoder
+    from flowtok.tokenizer.model import Tokenizer
+    from flowtok.train.flow_task import FlowTask
+
+    cfg = load_preset("tiny")
+    enc = build_text_encoder("tiny", cfg.K, cfg.text.feature_dim)
+    stream = SlotStreams(latents / "wds", latent_sample, seed=0, buffer=2)
+    task = FlowTask(cfg, "t2i", Tokenizer.from_pretrained(latents / "tok"), enc, stream)
+    batch = task.batch(0, torch.Generator().manual_seed(0), slot=1, slots=2)
+    captions = batch.pop("captions")
+    assert len(captions) == cfg.train_flow.batch_size
+    losses = []
+    for b in ({**batch, "captions": captions}, {**batch, "text": task.text.lookup(captions)}):
+        torch.manual_seed(0)  # the same dropout draws
+        losses.append(task.loss(b, 0)[0].item())
+    assert losses[0] == losses[1]
+
+
+def test_train_flow_streams_webdataset_latents(latents, tmp_path):
+    from typer.testing import CliRunner
+
+    from flowtok_cli.app import app
+
+    res = CliRunner().invoke(app, [
+        "train", "flow", "--data", str(latents / "wds"), "--tokenizer", str(latents / "tok"),
+        "-o", str(tmp_path / "t2i"), "--preset", "tiny", "--json", "--eval-prompts", "0",
+        "--set", "train_flow.max_steps=2", "--set", "train_flow.batch_size=2",
+        "--set", "train_flow.grad_accum=2", "--set", "train_flow.eval_every=0"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["global_batch"] == 4
+    assert (tmp_path / "t2i/model/config.json").is_file()
 
 
 def test_train_tokenizer_streams_webdataset_shards(shards, tmp_path):

@@ -288,6 +288,20 @@ def latents_of(sample: Sample):
     raise DataError(f"{sample.key}: no latents member ({LATENTS_EXT} or {LATENT_NPY_EXT})")
 
 
+def latent_sample(sample: Sample):
+    """(mean, logvar, caption, file name) of a latents sample, the tuple flow training
+    streams; a ``.latent.npy`` mean gets a point posterior (logvar -30)."""
+    import torch
+
+    mean, logvar = latents_of(sample)
+    caption = caption_of(sample)
+    if not caption:
+        raise DataError(f"{sample.key}: no caption (key.txt or caption / text in key.json)")
+    meta = json.loads(sample.read("json")) if "json" in sample else {}
+    logvar = logvar if logvar is not None else torch.full_like(mean, -30.0)
+    return mean, logvar, caption, str(meta.get("file_name", sample.key))
+
+
 def latents_bytes(mean, logvar) -> bytes:
     """One sample's posterior as safetensors bytes (fp16 mean and logvar, (K, C))."""
     import torch
@@ -376,19 +390,11 @@ def write_latent_tars(records: list, tokenizer, out: Path, tokenizer_dir: Path, 
 
 
 def read_latent_tars(source: str | Path):
-    """Every sample of latent shards as (mean, logvar (n, K, C) float32, captions, names);
-    logvar is a very negative constant for ``.latent.npy`` samples (a point posterior)."""
+    """Every sample of latent shards as (mean, logvar (n, K, C) float32, captions, names)."""
     import torch
 
-    means, logvars, captions, names = [], [], [], []
-    for p in list_shards(source):
-        for smp in iter_shard(p):
-            mean, logvar = latents_of(smp)
-            means.append(mean)
-            logvars.append(logvar if logvar is not None else torch.full_like(mean, -30.0))
-            captions.append(caption_of(smp))
-            meta = json.loads(smp.read("json")) if "json" in smp else {}
-            names.append(str(meta.get("file_name", smp.key)))
-    if not means:
+    rows = [latent_sample(smp) for p in list_shards(source) for smp in iter_shard(p)]
+    if not rows:
         raise DataError(f"{source}: the shards hold no samples")
-    return torch.stack(means), torch.stack(logvars), captions, names
+    return (torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows]),
+            [r[2] for r in rows], [r[3] for r in rows])

@@ -69,24 +69,12 @@ def latents_from_folder(tokenizer: Tokenizer, folder: str | Path, limit: int | N
                      [r.name for r in loaded.records])
 
 
-def latents_from_source(tokenizer: Tokenizer, source: str | Path, progress=None) -> LatentSet:
-    """Training latents from an image folder (encoded now) or from webdataset shards of
-    latents written by ``flowtok tokenize --format webdataset`` (read into memory: latents are
-    small, 2.4 kB a sample at 77x16 fp16 mean + logvar)."""
-    from flowtok.data.webdataset import has_shards, read_latent_tars
-    from flowtok.errors import DataError
-
-    if not has_shards(source):
-        return latents_from_folder(tokenizer, source, progress=progress)
-    mean, logvar, captions, names = read_latent_tars(source)
-    K, C = tokenizer.cfg.num_latent_tokens, tokenizer.cfg.token_channels
-    if tuple(mean.shape[1:]) != (K, C):
-        raise DataError(f"{source}: shards hold {tuple(mean.shape[1:])} latents, the tokenizer "
-                        f"makes ({K}, {C}); tokenize with this tokenizer")
-    missing = [n for n, c in zip(names, captions) if not c]
-    if missing:
-        raise DataError(f"{source}: {len(missing)} samples have no caption (e.g. {missing[0]})")
-    return LatentSet(mean, logvar, captions, names)
+def stream_head(stream, n: int = 1024) -> LatentSet:
+    """The first ``n`` samples of a webdataset ``SlotStreams`` of latents (decoding to
+    webdataset.latent_sample tuples): latent statistics, caption vocabulary, sample grids."""
+    rows = stream.head(n)
+    return LatentSet(torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows]),
+                     [r[2] for r in rows], [r[3] for r in rows])
 
 
 class TextCache:
@@ -118,10 +106,17 @@ class FlowTask:
     def __init__(self, cfg: FlowTokConfig, direction: str, tokenizer: Tokenizer, text_encoder,
                  train: LatentSet, val: LatentSet | None = None,
                  eval_prompts: list[str] | None = None, device: torch.device | str = "cpu"):
+        """``train``: a LatentSet in memory, or a webdataset ``SlotStreams`` of latents
+        (decoding to webdataset.latent_sample tuples), streamed with captions encoded per batch
+        (statistics and the i2t vocabulary then come from its first samples; caption tokens
+        outside that vocabulary are ignored by the caption loss)."""
         self.cfg, self.tcfg, self.direction = cfg, cfg.train_flow, direction
         self.device = torch.device(device)
         self.tokenizer = tokenizer.eval().requires_grad_(False).to(self.device)
         self.encoder = text_encoder.to(self.device)
+        self.stream = None if isinstance(train, LatentSet) else train
+        if self.stream is not None:
+            train = stream_head(self.stream)
         self.train, self.val, self.eval_prompts = train, val, eval_prompts
         all_caps = train.captions + (val.captions if val else []) + (eval_prompts or [])
         self.text = TextCache(self.encoder, all_caps, self.device)
@@ -142,6 +137,13 @@ class FlowTask:
         """Slot ``slot`` of ``slots`` (ranks x micro-batches) of the step's global batch; the
         noise is drawn for the whole global batch, so a sample's draw does not depend on slots."""
         B = self.tcfg.batch_size
+        if self.stream is not None:
+            rows = self.stream.take(step, B, slot, slots)
+            mean, logvar = torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows])
+            eps = torch.randn((B * slots, *mean.shape[1:]), generator=generator)
+            z = mean + torch.exp(0.5 * logvar) * eps[slot * B:(slot + 1) * B]
+            return {"z": z, "captions": [r[2] for r in rows],
+                    "seed": int(torch.randint(0, 2**62, (1,), generator=generator)) + slot}
         idx = epoch_indices(len(self.train.mean), B * slots, step, self.tcfg.seed)
         eps = torch.randn(self.train.mean[idx].shape, generator=generator)
         idx, eps = idx[slot * B:(slot + 1) * B], eps[slot * B:(slot + 1) * B]
@@ -150,10 +152,14 @@ class FlowTask:
                 "seed": int(torch.randint(0, 2**62, (1,), generator=generator)) + slot}
 
     def loss(self, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        text = batch["text"]
-        feats = self.text.feats[text].float()
+        if "captions" in batch:  # streamed: the frozen encoder runs on this batch's captions
+            with torch.no_grad():
+                feats = self.encoder.encode(batch["captions"]).half().float()  # as TextCache
+                ids = self.encoder.tokenize(batch["captions"])[0].to(self.device)
+        else:
+            feats, ids = self.text.feats[batch["text"]].float(), self.text.ids[batch["text"]]
         g = torch.Generator(device=self.device).manual_seed(batch["seed"])
-        return self.model.loss(feats, batch["z"], self.text.ids[text], g)
+        return self.model.loss(feats, batch["z"], ids, g)
 
     # ----------------------------------------------------------------------- evaluation
     @torch.no_grad()
