@@ -229,6 +229,8 @@ class ScaleOut:
         self.info = init_process_group(device)
         if device.type == "cuda" and self.info.world > 1 and device.index is None:
             device = torch.device("cuda", self.info.local_rank)
+        if device.type == "cuda" and self.info.world > 1:
+            torch.cuda.set_device(device)  # NCCL collectives use the current device
         self.device, self.accum = device, cfg.grad_accum
         self.slots = self.info.world * cfg.grad_accum
         self.active = self.slots > 1
