@@ -122,13 +122,13 @@ class _ShardedEMA:
         self._live, self._keep = live, keep_twin
         if not keep_twin:  # only rank 0 reads the twin: elsewhere it waits in host memory
             self.module.to("cpu")
-        self.shards = [p.to_local().detach().clone() for p in live.parameters()]
+        self.shards = [_local(p).detach().clone() for p in live.parameters()]
 
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
         self.num_updates += 1
         d = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
-        torch._foreach_lerp_(self.shards, [p.detach().to_local() for p in module.parameters()],
+        torch._foreach_lerp_(self.shards, [_local(p.detach()) for p in module.parameters()],
                              1.0 - d)
         for eb, b in zip(self.module.buffers(), module.buffers()):
             eb.copy_(b)
@@ -140,19 +140,44 @@ class _ShardedEMA:
 
         for twin, live, shard in zip(self.module.parameters(), self._live.parameters(),
                                      self.shards):
-            full = DTensor.from_local(shard, live.device_mesh, live.placements,
-                                      shape=live.shape, stride=live.stride()).full_tensor()
+            full = shard  # a replicated (scalar) parameter is whole on every rank
+            if isinstance(live, DTensor):
+                full = DTensor.from_local(shard, live.device_mesh, live.placements,
+                                          shape=live.shape, stride=live.stride()).full_tensor()
             if self._keep:
                 twin.copy_(full)
 
     @torch.no_grad()
     def reshard(self) -> None:
         """After loading full weights into ``module``: take this rank's shards from it."""
-        from torch.distributed.tensor import distribute_tensor
+        from torch.distributed.tensor import DTensor, distribute_tensor
 
         for i, (twin, live) in enumerate(zip(self.module.parameters(), self._live.parameters())):
-            self.shards[i] = distribute_tensor(twin.detach().to(live.device), live.device_mesh,
-                                               live.placements, src_data_rank=None).to_local()
+            full = twin.detach().to(live.device)
+            self.shards[i] = (distribute_tensor(full, live.device_mesh, live.placements,
+                                                src_data_rank=None).to_local()
+                              if isinstance(live, DTensor) else full.clone())
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+@torch.no_grad()
+def _clip_mixed(params: list[torch.Tensor], max_norm: float) -> float:
+    """clip_grad_norm_ over sharded (DTensor) and whole gradients together; returns the norm."""
+    from torch.distributed.tensor import DTensor
+    from torch.nn.utils import clip_grads_with_norm_, get_total_norm
+
+    sharded = [p for p in params if p.grad is not None and isinstance(p.grad, DTensor)]
+    whole = [p for p in params if p.grad is not None and not isinstance(p.grad, DTensor)]
+    parts = [_full(get_total_norm([p.grad for p in g])).float().reshape(())
+             for g in (sharded, whole) if g]
+    total = torch.linalg.vector_norm(torch.stack(parts)) if parts else torch.zeros(())
+    for group in (sharded, whole):
+        if group:
+            clip_grads_with_norm_(group, max_norm, total.to(group[0].grad.device))
+    return float(total)
 
 
 @torch.no_grad()
@@ -236,6 +261,7 @@ class ScaleOut:
         self.active = self.slots > 1
         self.fsdp = cfg.parallel == "fsdp" and self.info.world > 1
         self.root: nn.Module | None = None  # _LossModule, wrapped in DDP or sharded
+        self.replicated: list[nn.Parameter] = []  # FSDP: parameters it leaves whole
         self.ddp: nn.Module | None = None
 
     @property
@@ -260,11 +286,15 @@ class ScaleOut:
                 raise ConfigError("train.parallel=fsdp needs EMA (ema_decay > 0): rank 0 "
                                   "evaluates and exports the full EMA copy")
 
+            # fully_shard cannot split 0-dim parameters (e.g. a loss temperature): they stay
+            # whole on every rank and their gradients are averaged by _average_replicated
+            scalars = {p for p in self.root.parameters() if p.ndim == 0}
+            self.replicated = [p for p in scalars if p.requires_grad]
             for sub in list(self.root.modules()):
                 if isinstance(sub, nn.ModuleList):  # transformer blocks: one shard unit each
                     for block in sub:
-                        fully_shard(block)
-            fully_shard(self.root)
+                        fully_shard(block, ignored_params=scalars or None)
+            fully_shard(self.root, ignored_params=scalars or None)
             if ema:
                 for k in list(ema):
                     ema[k] = _ShardedEMA(ema[k], modules[k], keep_twin=self.is_main)
@@ -329,12 +359,30 @@ class ScaleOut:
 
             dist.all_reduce(stats)
         loss = stats[0] / self.info.world
-        norm = _full(torch.nn.utils.clip_grad_norm_(params, clip))
-        grad_norm = float(norm)
+        if self.fsdp:
+            self._average_replicated()
+            grad_norm = _clip_mixed(params, clip)
+        else:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
         finite = bool(stats[1] == 0) and math.isfinite(grad_norm)
         if not finite:
             loss = torch.tensor(float("nan"))
         return loss, sums, finite, grad_norm
+
+    def _average_replicated(self) -> None:
+        """FSDP: average the gradients of the parameters it does not manage (as DDP would)."""
+        import torch.distributed as dist
+
+        if not self.replicated:
+            return
+        grads = torch.stack([p.grad.detach().reshape(()) if p.grad is not None
+                             else torch.zeros((), device=p.device) for p in self.replicated])
+        used = torch.tensor([p.grad is not None for p in self.replicated],
+                            dtype=torch.float32, device=grads.device)
+        dist.all_reduce(grads)
+        dist.all_reduce(used)
+        for p, g, u in zip(self.replicated, grads / self.info.world, used):
+            p.grad = g.reshape(p.shape).to(p.dtype) if u > 0 else None
 
     # ------------------------------------------------------------------ checkpoints / eval
 
