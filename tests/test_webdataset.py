@@ -180,3 +180,15 @@ def test_train_tokenizer_streams_webdataset_shards(shards, tmp_path):
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["global_batch"] == 6
     assert (out / "model/model.safetensors").is_file()
+
+
+def test_an_undecodable_sample_is_skipped_and_listed(tmp_path):
+    with wds.ShardWriter(tmp_path / "000000.tar") as w:
+        w.write("a", {"png": _png(1)})
+        w.write("b", {"png": b"not an image"})
+        w.write("c", {"png": _png(2)})
+    streams = wds.SlotStreams(tmp_path, lambda s: wds.image_of(s, 8), buffer=1)
+    batch = streams.take(0, 2)
+    assert [img.tobytes() for img in batch] == [
+        np.asarray(Image.open(io.BytesIO(_png(i)))).tobytes() for i in (1, 2)]
+    assert [key for key, _ in streams.failed] == ["b"]

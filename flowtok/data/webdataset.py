@@ -222,6 +222,9 @@ class SlotStreams:
         self.shards = list_shards(source)
         self.decode, self.seed, self.buffer = decode, seed, buffer
         self._streams: dict[tuple[int, int], tuple[Iterator[Sample], int]] = {}
+        # samples that could not be decoded (key, reason): skipped, so a slot's later batches
+        # shift by one sample each and a resume past them is off by as many samples
+        self.failed: list[tuple[str, str]] = []
 
     def take(self, step: int, batch_size: int, slot: int = 0, slots: int = 1) -> list[Any]:
         """The ``batch_size`` decoded samples of ``slot`` at ``step``."""
@@ -231,7 +234,13 @@ class SlotStreams:
             it, pos = slot_stream(self.shards, slot, slots, self.seed, self.buffer), 0
         for _ in range(want - pos):
             next(it)
-        out = [self.decode(next(it)) for _ in range(batch_size)]
+        out = []
+        while len(out) < batch_size:
+            sample = next(it)
+            try:
+                out.append(self.decode(sample))
+            except DataError as e:  # one damaged sample must not end a long run
+                self.failed.append((sample.key, str(e)))
         self._streams[(slot, slots)] = (it, want + batch_size)
         return out
 
