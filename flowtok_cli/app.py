@@ -43,6 +43,8 @@ def _classify(e: BaseException) -> tuple[int | None, str]:
         return 1, str(e)
     if isinstance(e, OSError) and getattr(e, "filename", None):
         return 1, f"{e.filename}: {e.strerror or e}"
+    if isinstance(e, OSError) and e.errno is not None:  # e.g. a full disk while writing outputs
+        return 1, f"{e.strerror or e} (errno {e.errno})"
     if isinstance(e, MemoryError):
         return 1, "out of memory; try a smaller --batch or preset"
     return None, ""

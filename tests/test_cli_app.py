@@ -75,3 +75,14 @@ def test_library_errors_map_to_exit_codes():
     assert "Traceback" not in r.output
     r = runner.invoke(probe, ["fail", "data"])
     assert r.exit_code == 1 and "error: data went wrong" in r.output
+
+
+def test_oserror_without_a_file_name_is_one_line():
+    """A full disk while writing outputs (no file name on the error) is still exit 1, no traceback."""
+    import errno
+
+    from flowtok_cli.app import _classify
+
+    code, msg = _classify(OSError(errno.ENOSPC, "No space left on device"))
+    assert code == 1 and "No space left on device" in msg and "\n" not in msg
+    assert _classify(OSError("no errno"))[0] is None  # unknown errors keep their traceback
