@@ -82,6 +82,11 @@ class FlowConfig:
     mlp_ratio: float = 4.0
     sigma_min: float = 1e-5  # x_t = (1 - (1 - sigma) t) x0 + t x1
     timestep_sampling: str = "uniform"  # uniform (paper) | logit_normal (reference code)
+    # logit_normal: t = sigmoid(loc + scale * N(0, 1)). A negative loc puts more steps near t = 0,
+    # where text -> image has to read the prompt from z_text alone (later the image part of x_t
+    # already tells the answer, so a model trained mostly at mid t learns to ignore the text).
+    timestep_loc: float = 0.0
+    timestep_scale: float = 1.0
     null_prob: float = 0.1  # CFG indicator: share of null (mismatched) samples
     guidance: float = 2.0  # default CFG scale s in v = v_u + s (v_c - v_u)
     caption_guidance: float = 1.0  # CFG scale for image-to-text

@@ -1,5 +1,7 @@
 """Flow matching math, the CFG indicator and the Euler sampler against closed forms."""
 
+import math
+
 import pytest
 import torch
 
@@ -74,6 +76,11 @@ def test_timestep_samplers_stay_in_range():
         assert t.min() >= 0 and t.max() <= 1
     t = sample_timesteps(20000, "logit_normal", torch.Generator().manual_seed(0))
     assert abs(t.mean().item() - 0.5) < 0.01 and t.std().item() < 0.25  # concentrated mid-way
+    # a shifted logit-normal: median sigmoid(loc), and the share below 0.1 is Phi((logit(0.1) - loc) / scale)
+    t = sample_timesteps(20000, "logit_normal", torch.Generator().manual_seed(0), loc=-1.0, scale=1.0)
+    assert abs(t.median().item() - torch.sigmoid(torch.tensor(-1.0)).item()) < 0.01
+    expected = 0.5 * (1 + math.erf((math.log(0.1 / 0.9) + 1.0) / math.sqrt(2)))
+    assert abs((t < 0.1).float().mean().item() - expected) < 0.01
     with pytest.raises(ValueError):
         sample_timesteps(3, "cosine")
 

@@ -65,7 +65,7 @@ class TextImageFlow(nn.Module):
         z_text = TextProjector.sample(mean, logvar, noise, self.source_min_std)
         x_img = self.normalize(z_img)
         indicator, perm = cfg_indicator(B, fc.null_prob, generator, dev)
-        t = sample_timesteps(B, fc.timestep_sampling, generator, dev)
+        t = sample_timesteps(B, fc.timestep_sampling, generator, dev, fc.timestep_loc, fc.timestep_scale)
         if self.direction == "t2i":
             x0, x1 = z_text, x_img[perm]
         else:

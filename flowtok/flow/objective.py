@@ -11,12 +11,14 @@ import torch
 
 
 def sample_timesteps(n: int, kind: str, generator: torch.Generator | None = None,
-                     device: torch.device | str = "cpu") -> torch.Tensor:
-    """(n,) times in [0, 1]: ``uniform`` (paper) or ``logit_normal`` (t = sigmoid(N(0, 1)))."""
+                     device: torch.device | str = "cpu", loc: float = 0.0,
+                     scale: float = 1.0) -> torch.Tensor:
+    """(n,) times in [0, 1]: ``uniform`` (paper) or ``logit_normal``
+    (t = sigmoid(loc + scale * N(0, 1)); the reference code uses loc 0, scale 1)."""
     if kind == "uniform":
         return torch.rand(n, generator=generator, device=device)
     if kind == "logit_normal":
-        return torch.sigmoid(torch.randn(n, generator=generator, device=device))
+        return torch.sigmoid(loc + scale * torch.randn(n, generator=generator, device=device))
     raise ValueError(f"unknown timestep sampling {kind!r}; use uniform or logit_normal")
 
 

@@ -1,0 +1,59 @@
+"""Assemble the shipped default model (flowtok/default_model/) from three training runs.
+
+    python scripts/build_default_model.py --t2i runs/t2i_emoji/model --i2t runs/i2t_emoji/model \
+        --card benchmarks/default_model/model_card.md --licenses data/emoji64/licenses
+
+The tokenizer comes with the t2i run (both runs must use the same tokenizer and config); every
+tensor is stored in fp16; the model card and the data's licence files go into the folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from flowtok.config import to_dict
+from flowtok.pipeline import FlowTokPipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+APACHE = ROOT / "scripts" / "licenses" / "Apache-2.0.txt"
+SIZE_LIMIT_MB = 60.0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--t2i", type=Path, required=True, help="model folder of the text->image run")
+    ap.add_argument("--i2t", type=Path, required=True, help="model folder of the image->text run")
+    ap.add_argument("--card", type=Path, required=True, help="model card (markdown)")
+    ap.add_argument("--licenses", type=Path, required=True, help="the data set's licenses/ folder")
+    ap.add_argument("-o", "--out", type=Path, default=ROOT / "flowtok" / "default_model")
+    args = ap.parse_args()
+
+    a = FlowTokPipeline.from_pretrained(args.t2i, device="cpu")
+    b = FlowTokPipeline.from_pretrained(args.i2t, device="cpu")
+    ca, cb = to_dict(a.config), to_dict(b.config)
+    for part in ("tokenizer", "text", "flow"):
+        if ca[part] != cb[part]:
+            diff = {k: (ca[part][k], cb[part].get(k)) for k in ca[part] if ca[part][k] != cb[part].get(k)}
+            sys.exit(f"the runs disagree on config.{part}: {diff}")
+    ta, tb = a.tokenizer.state_dict(), b.tokenizer.state_dict()
+    if any(not torch.equal(ta[k], tb[k]) for k in ta):
+        sys.exit("the runs used different tokenizers")
+    pipe = FlowTokPipeline(a.config, a.tokenizer, t2i=a.t2i, i2t=b.i2t)
+    pipe.save_pretrained(args.out, dtype=torch.float16, model_card=args.card.read_text())
+    lic = args.out / "licenses"
+    shutil.copytree(args.licenses, lic, dirs_exist_ok=True)
+    shutil.copy(APACHE, lic / "Apache-2.0.txt")
+    total = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file()) / 2**20
+    print(f"{args.out}: {total:.1f} MB")
+    if total > SIZE_LIMIT_MB:
+        sys.exit(f"the default model is {total:.1f} MB, over the {SIZE_LIMIT_MB:.0f} MB limit")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
