@@ -38,6 +38,10 @@ demo: setup
 test: setup fid-weights
 	$(PY) -m pytest -q -x --durations=15
 
+# The quick pass: everything except the tests marked slow (kill-and-resume, real processes).
+test-fast: setup
+	$(PY) -m pytest -q -x -m "not slow"
+
 gpu-test: setup fid-weights
 	$(PY) -m pytest -q -m gpu
 

@@ -9,6 +9,8 @@ import json
 import os
 import shutil
 import struct
+import subprocess
+import sys
 import tempfile
 import zlib
 from pathlib import Path
@@ -132,6 +134,50 @@ def _animated_gif() -> bytes:
     return buf.getvalue()
 
 
+def _grey_ramp() -> np.ndarray:
+    return (np.arange(64, dtype=np.uint8).reshape(8, 8) * 4)  # 0, 4, ..., 252
+
+
+def _rgba() -> bytes:
+    """Top half opaque, bottom left half transparent (alpha 128), bottom right clear."""
+    arr = np.zeros((8, 8, 4), np.uint8)
+    arr[..., :3] = (200, 100, 50)
+    arr[:4, :, 3], arr[4:, :4, 3], arr[4:, 4:, 3] = 255, 128, 0
+    return _png_bytes(Image.fromarray(arr, "RGBA"))
+
+
+def _rgba_over_black(a: np.ndarray) -> bool:
+    half = np.round(np.array([200, 100, 50]) * 128 / 255)  # (100, 50, 25)
+    return bool((a[:4] == (200, 100, 50)).all() and (np.abs(a[4:, :4] - half) <= 1).all()
+                and (a[4:, 4:] == 0).all())
+
+
+def _cmyk_jpeg() -> bytes:
+    """A CMYK JPEG (print workflows): left half pure red (0, 255, 255, 0), right half cyan."""
+    arr = np.zeros((8, 8, 4), np.uint8)
+    arr[:, :4], arr[:, 4:] = (0, 255, 255, 0), (255, 0, 0, 0)
+    return _jpeg_bytes(Image.fromarray(arr, "CMYK"))
+
+
+def _cmyk_colours(a: np.ndarray) -> bool:
+    """The colours a print workflow means (red, cyan), and exactly what PIL's own CMYK -> RGB
+    conversion of the decoded file gives."""
+    pil = np.asarray(Image.open(io.BytesIO(_cmyk_jpeg())).convert("RGB"))
+    a16 = a.astype(np.int16)
+    return bool((a == pil).all() and (np.abs(a16[:, :3] - (255, 0, 0)) <= 16).all()
+                and (np.abs(a16[:, 5:] - (0, 255, 255)) <= 16).all())
+
+
+def _checker() -> np.ndarray:
+    return (np.indices((8, 8)).sum(0) % 2).astype(bool)
+
+
+def _bilevel() -> bytes:
+    im = Image.fromarray(_checker())
+    assert im.mode == "1"
+    return _png_bytes(im)  # a 1-bit PNG
+
+
 def _corrupt_idat() -> bytes:
     png = bytearray(_png_bytes(_noise(32, 32)))
     start = png.index(b"IDAT") + 4
@@ -152,6 +198,12 @@ IMAGE_CASES = {
                       lambda a: a.reshape(-1, 3).tolist() == [[9, 99, 199]] * 64),
     "jpeg_named_png": ("really_jpeg.png", lambda: _jpeg_bytes(Image.new("RGB", (8, 8), (250, 0, 0))),
                        lambda a: a[..., 0].min() > 240 and a[..., 1:].max() < 15),
+    "grey_L": ("grey.png", lambda: _png_bytes(Image.fromarray(_grey_ramp(), "L")),
+               lambda a: (a == _grey_ramp()[..., None]).all()),
+    "rgba_alpha_over_black": ("rgba.png", _rgba, _rgba_over_black),
+    "cmyk_jpeg": ("cmyk.jpg", _cmyk_jpeg, _cmyk_colours),
+    "bilevel_1_bit": ("bw.png", _bilevel,
+                      lambda a: (a == np.where(_checker(), 255, 0)[..., None]).all()),
     "grey_alpha_LA": ("la.png", _la, lambda a: (a[:, :4] == 200).all() and (a[:, 4:] == 0).all()),
     "palette_transparency": ("pal.png", _palette_with_transparency,
                              lambda a: (a[:, :4] == 0).all() and (a[:, 4:] == (10, 200, 30)).all()),
@@ -351,6 +403,92 @@ def test_a_read_only_output_folder_is_a_usage_error(model_dir, tmp_path):
     assert res.exit_code == 2 and "not writable" in res.stderr
 
 
+@pytest.mark.parametrize("command", ["generate", "tokenize", "train tokenizer"])
+def test_an_unwritable_output_folder_is_a_usage_error_even_as_root(model_dir, tok_dir, tmp_path,
+                                                                   monkeypatch, command):
+    """Root writes through a chmod, and CI runs as root, so the folder is made read-only and
+    the permission check check_out_dir relies on (os.access) also answers "no" for it, as it
+    does for a normal user; every command that writes a folder must then stop with exit 2
+    naming it, before writing anything there."""
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    _noise(16, 16).save(imgs / "a.png")
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o500)
+    real_access, asked = os.access, []
+
+    def access(path, mode, *args, **kwargs):
+        if Path(path) == ro and mode & os.W_OK:
+            asked.append(mode)
+            return False
+        return real_access(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+    args = {"generate": ["generate", "--model", str(model_dir), "--steps", "1", "a cat"],
+            "tokenize": ["tokenize", str(imgs), "-t", str(tok_dir)],
+            "train tokenizer": ["train", "tokenizer", "--data", str(imgs), "--preset", "tiny",
+                                "--set", "train_tokenizer.max_steps=1"]}[command]
+    try:
+        res = runner.invoke(app, [*args, "-o", str(ro)])
+    finally:
+        ro.chmod(0o700)
+    assert asked, "check_out_dir no longer asks whether the folder is writable"
+    assert res.exit_code == 2, res.output
+    _one_line_error(res.stderr)
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {ro}: not writable; pass another folder with -o"]
+    assert list(ro.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["a cat", "--prompts", "PROMPTS"], "give exactly one of PROMPT or --prompts FILE"),
+    ([], "give exactly one of PROMPT or --prompts FILE"),
+])
+def test_prompt_and_prompts_file_conflict_is_a_usage_error(model_dir, tmp_path, args, message):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a dog\n")
+    res = _generate(model_dir, tmp_path / "out", *[str(prompts) if a == "PROMPTS" else a
+                                                   for a in args])
+    assert res.exit_code == 2, res.output
+    _one_line_error(res.stderr)
+    assert f"error: {message}" in res.stderr.splitlines()
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_nproc_inside_torchrun_is_a_usage_error(tmp_path, monkeypatch):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    _noise(16, 16).save(imgs / "a.png")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)  # if the check went, init fails, not hangs
+    res = runner.invoke(app, ["train", "tokenizer", "--data", str(imgs), "-o",
+                              str(tmp_path / "run"), "--preset", "tiny", "--nproc", "2"])
+    assert res.exit_code == 2, res.output
+    _one_line_error(res.stderr)
+    assert "--nproc inside torchrun" in res.stderr
+
+
+def _flowtok(*args: str) -> subprocess.CompletedProcess:
+    """The real command in a fresh process: what a user sees on the terminal."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "flowtok_cli", *args], capture_output=True,
+                          text=True, env=env, timeout=120, check=False)
+
+
+def test_debug_shows_the_traceback_that_is_otherwise_one_line(tmp_path):
+    missing = tmp_path / "no_model"
+    args = ["generate", "--model", str(missing), "-o", str(tmp_path / "out"), "a cat"]
+    plain = _flowtok(*args)
+    assert plain.returncode == 1, plain.stderr
+    message = f"{missing}: not a folder; pass a flowtok model folder"
+    assert plain.stderr.splitlines() == [f"error: {message}"]
+    debug = _flowtok("--debug", *args)
+    assert debug.returncode == 1, debug.stderr
+    assert debug.stderr.startswith("Traceback (most recent call last):"), debug.stderr
+    assert 'pipeline.py", line' in debug.stderr  # where it was raised
+    assert debug.stderr.splitlines()[-1] == f"flowtok.errors.CheckpointError: {message}"
+
+
 @pytest.mark.parametrize("args, message", [
     (["--preset", "nope"], "unknown preset 'nope'; choose one of: B, H, XL"),
     (["--preset", "tiny", "--set", "train_tokenizer.max_steps=0"], "max_steps must be positive"),
@@ -463,7 +601,8 @@ def test_a_damaged_tokenizer_is_refused_naming_the_file(tok_dir, tmp_path, damag
     _one_line_error(res.stderr)
 
 
-@pytest.mark.parametrize("name", ["model.pt", "model.pth", "pytorch_model.bin"])
+@pytest.mark.parametrize("name", ["model.pt", "model.pth", "pytorch_model.bin", "model.ckpt",
+                                  "model.pkl", "model.pickle", "MODEL.CKPT"])
 def test_pickle_files_are_refused_never_opened(tok_dir, tmp_path, name):
     tok = _tok_copy(tok_dir, tmp_path)
     (tok / "model.safetensors").unlink()
@@ -477,6 +616,23 @@ def test_pickle_files_are_refused_never_opened(tok_dir, tmp_path, name):
     with pytest.raises(CheckpointError, match="is a pickle file"):
         FlowTokPipeline.from_pretrained(tok / name)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_every_pickle_suffix_the_readme_names_is_refused():
+    """README "When things go wrong" lists the pickle suffixes; each one is refused."""
+    import re
+
+    from flowtok.safe_load import PICKLE_SUFFIXES, refuse_pickle
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    listed = re.search(r"Pickle files \(([^)]*)\)", readme)
+    assert listed, "README no longer lists the pickle suffixes"
+    named = re.findall(r"`(\.[a-z]+)`", listed.group(1))
+    assert {".pt", ".pth", ".bin", ".ckpt", ".pkl"} <= set(named), named
+    for suffix in named:
+        assert suffix in PICKLE_SUFFIXES
+        with pytest.raises(CheckpointError, match=rf"weights\{suffix}: is a pickle file"):
+            refuse_pickle(f"weights{suffix}")
 
 
 def test_a_tokenizer_config_from_a_newer_version_is_refused(tok_dir, tmp_path):

@@ -101,9 +101,22 @@ def test_unreadable_files_are_reported_and_the_rest_is_written(tmp_path, tok_dir
     assert [f["file_name"] for f in failed] == ["002.png", "007.png"]
     shards = read_shards(tmp_path / "lat")
     assert len(shards) == 8 and "002.png" not in shards.file_names
-    # a rerun keeps reporting them (exit 1) without redoing finished shards
+    assert all(f["reason"].startswith(str(imgs / f["file_name"]) + ": cannot read image")
+               for f in failed)
+    first = (tmp_path / "lat/failed.json").read_bytes()
+    # a rerun keeps reporting them (exit 1), with the same reasons, without redoing shards
     res = _tokenize(imgs, tmp_path / "lat", tok_dir)
     assert res.exit_code == 1 and json.loads(res.stdout)["shards_skipped"] == 3
+    assert (tmp_path / "lat/failed.json").read_bytes() == first
+    # a file repaired since its shard was written is still missing from it: say how to redo it
+    Image.new("RGB", (16, 16)).save(imgs / "007.png")
+    res = _tokenize(imgs, tmp_path / "lat", tok_dir)
+    assert res.exit_code == 1
+    failed = json.loads((tmp_path / "lat/failed.json").read_text())
+    assert failed[0] == json.loads(first)[0]
+    assert failed[1] == {"file_name": "007.png", "reason": (
+        f"{imgs / '007.png'}: could not be read when shard_00001.safetensors was written; "
+        "delete that shard and rerun to include it")}
 
 
 def test_detokenize_decodes_every_latent_to_a_png_with_its_caption(tmp_path, tok_dir):
@@ -145,3 +158,38 @@ def test_train_tokenizer_cli_writes_a_loadable_model(tmp_path):
     assert json.loads((tmp_path / "run/config.json").read_text())["name"] == "tiny"
     res = runner.invoke(app, ["tokenize", str(imgs), "-o", str(tmp_path / "lat")])
     assert res.exit_code == 2  # --tokenizer missing is a usage error
+
+
+def _files(folder) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "webdataset"])
+def test_tokenize_with_2_workers_writes_the_same_files_as_one_process(tmp_path, tok_dir,
+                                                                      monkeypatch, fmt):
+    """`--workers 2` (two spawned processes, shard i to worker i % 2) ends with byte-identical
+    shards, index, tokenizer record and failed.json (one unreadable image) as one process."""
+    from flowtok.data import tokenize_parts
+
+    imgs = _images(tmp_path / "imgs", n=9, bad=(4,))
+    one = _tokenize(imgs, tmp_path / "one", tok_dir, "--format", fmt)
+    assert one.exit_code == 1, one.output  # the unreadable image is reported
+    by_workers = []
+    real = tokenize_parts.run_workers
+
+    def spy(*args, **kwargs):
+        by_workers.append(real(*args, **kwargs))
+        return by_workers[-1]
+
+    monkeypatch.setattr(tokenize_parts, "run_workers", spy)
+    two = _tokenize(imgs, tmp_path / "two", tok_dir, "--format", fmt, "--workers", "2")
+    assert two.exit_code == 1, two.output
+    assert by_workers == [3]  # the workers wrote all 3 shards; the final pass only indexed
+    assert json.loads(two.stdout) == {**json.loads(one.stdout), "out": str(tmp_path / "two")}
+    a, b = _files(tmp_path / "one"), _files(tmp_path / "two")
+    shards = [n for n in a if n.endswith((".tar", ".safetensors"))]
+    assert len(shards) == 3 and "failed.json" in a
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name] == b[name], name

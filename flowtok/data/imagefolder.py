@@ -172,6 +172,17 @@ def _to_rgb(im):
     return im.convert("RGB")
 
 
+def unreadable_reason(rec: ImageRecord, size: int, shard: Path) -> str:
+    """Why ``rec`` is missing from the finished shard ``shard`` (written by a worker, a rank or
+    an earlier run): the file is read again, so the message is the one its first read gave."""
+    try:
+        load_image(rec.path, size)
+    except DataError as e:
+        return str(e)
+    return (f"{rec.path}: could not be read when {shard.name} was written; delete that shard "
+            "and rerun to include it")
+
+
 def load_records(records: list[ImageRecord], size: int) -> LoadedImages:
     """Load every record; failures are listed, not raised."""
     images, ok, failed = [], [], []

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from flowtok.atomic import write_bytes_atomic
-from flowtok.data.imagefolder import ImageRecord, load_records
+from flowtok.data.imagefolder import ImageRecord, load_records, unreadable_reason
 from flowtok.errors import CheckpointError, DataError
 from flowtok.safe_load import load_safetensors
 
@@ -162,7 +162,8 @@ def write_shards(
                 )
             skipped += 1
             done_names = {it["file_name"] for it in items}
-            failed += [(n, "unreadable (earlier run)") for n in planned if n not in done_names]
+            failed += [(r.name, unreadable_reason(r, size, path)) for r in chunk
+                       if r.name not in done_names]
         else:
             loaded = load_records(chunk, size)
             failed += loaded.failed

@@ -335,7 +335,7 @@ def write_latent_tars(records: list, tokenizer, out: Path, tokenizer_dir: Path, 
     """
     import torch
 
-    from flowtok.data.imagefolder import load_records
+    from flowtok.data.imagefolder import load_records, unreadable_reason
     from flowtok.data.shards import (
         FAILED_FILE,
         TOKENIZER_FILE,
@@ -365,8 +365,8 @@ def write_latent_tars(records: list, tokenizer, out: Path, tokenizer_dir: Path, 
         path = out / SHARD_PATTERN.format(s)
         if path.is_file():
             keys = {smp.key for smp in iter_shard(path)}
-            failed += [(r.name, "unreadable (earlier run)") for r in chunk
-                       if safe_key(r.name) not in keys]
+            failed += [(r.name, unreadable_reason(r, tokenizer.cfg.image_size, path))
+                       for r in chunk if safe_key(r.name) not in keys]
             skipped += 1
             items += len(keys)
         else:
