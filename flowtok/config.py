@@ -64,6 +64,9 @@ class TextConfig:
     normalize_latent: bool = False  # RMS-normalise z_text's mean per sample (stops it shrinking to 0)
     min_std: float = 0.0  # text->image: floor on z_text's posterior std (keeps the flow's source a distribution)
     align_weight: float = 1.0  # gamma_2 (paper); 0 for image-to-text
+    # what z_text is contrasted with: "text" = MLP(text features) (paper), "image" = the paired
+    # (normalised) image latent, which also pulls z_text towards its image: a shorter flow path
+    align_target: str = "text"
     align_hidden: int = 512  # MLP 768->512->512->C in the paper
     caption_weight: float = 1.0  # cross-entropy weight of the caption decoder (image-to-text)
     decoder_noise: float = 0.0  # std of noise on z_text while training the decoder (robust to flow errors)

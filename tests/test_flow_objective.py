@@ -185,3 +185,36 @@ def test_normalised_text_latents_have_unit_rms_whatever_the_features_scale():
     for scale in (1e-3, 1.0, 1e3):
         mean, _ = proj(torch.randn(4, cfg.K, cfg.text.feature_dim) * scale)
         torch.testing.assert_close(mean.pow(2).mean(dim=(1, 2)), torch.ones(4), rtol=1e-4, atol=1e-4)
+
+
+def _projector():
+    from flowtok.text.projector import TextProjector
+
+    cfg = load_preset("tiny")
+    return TextProjector(cfg.text, cfg.K, cfg.C), cfg
+
+
+def test_alignment_loss_equals_clip_closed_form():
+    proj, cfg = _projector()
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(5, cfg.K, cfg.text.feature_dim, generator=g)
+    z = torch.randn(5, cfg.K, cfg.C, generator=g)
+    a = torch.nn.functional.normalize(proj.align(feats).flatten(1), dim=-1)
+    b = torch.nn.functional.normalize(z.flatten(1), dim=-1)
+    logits = (1 / 0.07) * a @ b.T
+    lsm_r, lsm_c = logits.log_softmax(1), logits.log_softmax(0)
+    expected = -0.5 * (lsm_r.diagonal().mean() + lsm_c.diagonal().mean())
+    assert torch.allclose(proj.alignment_loss(feats, z), expected, atol=1e-5)
+
+
+def test_image_alignment_prefers_true_pairs_and_leaves_the_image_alone():
+    proj, cfg = _projector()
+    g = torch.Generator().manual_seed(1)
+    feats = torch.randn(8, cfg.K, cfg.text.feature_dim, generator=g)
+    image = torch.randn(8, cfg.K, cfg.C, generator=g, requires_grad=True)
+    z = image.detach() + 0.1 * torch.randn(8, cfg.K, cfg.C, generator=g)
+    matched = proj.alignment_loss(feats, z, image)
+    shuffled = proj.alignment_loss(feats, z.roll(1, 0), image)
+    assert matched < 0.1 < shuffled  # z_text close to its own image latent: near-zero loss
+    matched.backward()
+    assert image.grad is None  # only the text side learns from the alignment

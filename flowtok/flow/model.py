@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from flowtok.config import FlowTokConfig
+from flowtok.errors import ConfigError
 from flowtok.flow.objective import cfg_indicator, flow_loss, sample_timesteps
 from flowtok.flow.sampler import euler_sample
 from flowtok.flow.transformer import FlowTransformer
@@ -27,6 +28,8 @@ class TextImageFlow(nn.Module):
         super().__init__()
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        if cfg.text.align_target not in ("text", "image"):
+            raise ConfigError(f"text.align_target must be text or image, got {cfg.text.align_target!r}")
         self.cfg, self.direction = cfg, direction
         K, C = cfg.K, cfg.C
         self.projector = TextProjector(cfg.text, K, C)
@@ -74,8 +77,11 @@ class TextImageFlow(nn.Module):
         kl = gaussian_kl(mean, logvar)
         total = lf + tc.kl_weight * kl
         logs = {"flow": lf.item(), "kl": kl.item()}
-        if self.direction == "t2i" and tc.align_weight > 0:
-            la = self.projector.alignment_loss(feats, z_text)
+        # the paper aligns only text -> image (gamma_2 = 0 for captions); aligning z_text with
+        # its image latent also serves image -> text, where it shortens the flow's path
+        if tc.align_weight > 0 and (self.direction == "t2i" or tc.align_target == "image"):
+            image = x_img if tc.align_target == "image" else None
+            la = self.projector.alignment_loss(feats, z_text, image)
             total = total + tc.align_weight * la
             logs["align"] = la.item()
         if self.direction == "i2t":

@@ -62,9 +62,12 @@ class TextProjector(nn.Module):
             var = var + min_std**2
         return mean + var.sqrt() * eps
 
-    def alignment_loss(self, feats: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """CLIP-style symmetric contrastive loss between MLP(feats) and z_text, batch labels."""
-        tp = F.normalize(self.align(feats).flatten(1), dim=-1)  # (B, K*C)
+    def alignment_loss(self, feats: torch.Tensor, z: torch.Tensor,
+                       image: torch.Tensor | None = None) -> torch.Tensor:
+        """CLIP-style symmetric contrastive loss between z_text and MLP(feats) (paper), or the
+        paired image latent ``image`` (B, K, C) when given; batch-index labels."""
+        target = self.align(feats) if image is None else image.detach()
+        tp = F.normalize(target.flatten(1), dim=-1)  # (B, K*C)
         zt = F.normalize(z.flatten(1), dim=-1)
         logits = self.log_temp.exp().clamp(max=100.0) * tp @ zt.T  # (B, B)
         labels = torch.arange(len(z), device=z.device)
