@@ -90,9 +90,10 @@ COMMANDS: dict[str, str] = {
     "caption": "caption_cmd:caption",
 }
 GROUPS: dict[str, tuple[str, dict[str, str]]] = {
-    "data": ("Make data sets: procedural shapes, emoji.", {
+    "data": ("Make data sets: procedural shapes, emoji; canonical shapes prompts.", {
         "shapes": "data_shapes_cmd:shapes",
         "emoji": "data_emoji_cmd:emoji",
+        "prompts": "data_prompts_cmd:prompts",
     }),
     "train": ("Train the tokenizer, the flow model (t2i / i2t) and the caption decoder.", {
         "tokenizer": "train_tokenizer_cmd:tokenizer",

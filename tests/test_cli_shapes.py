@@ -107,3 +107,17 @@ def test_eval_shapes_usage_error_exits_2(dataset):
     out, _ = dataset
     assert _run("eval", "shapes", out / "val", "--failures", "-1").exit_code == 2
     assert _run("eval", "shapes").exit_code == 2
+
+
+def test_data_prompts_writes_the_canonical_list(tmp_path):
+    from flowtok.data.shapes import canonical_prompts
+    from flowtok.eval.shapes_eval import parse_caption
+
+    out = tmp_path / "sub" / "prompts.txt"
+    r = runner.invoke(app, ["data", "prompts", "-o", str(out), "--n", "40", "--seed", "3"])
+    assert r.exit_code == 0, r.output
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert lines == canonical_prompts(40, seed=3)
+    assert len(set(lines)) == 40 and all(parse_caption(p) is not None for p in lines)
+    r = runner.invoke(app, ["data", "prompts", "-o", str(tmp_path), "--n", "4"])
+    assert r.exit_code == 2 and "is a folder" in r.output
