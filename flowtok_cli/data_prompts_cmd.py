@@ -27,7 +27,6 @@ def prompts(
     """
     from flowtok.atomic import write_text_atomic
     from flowtok.data.shapes import canonical_prompts
-
     from flowtok_cli.common import usage_error
 
     if out.is_dir():
