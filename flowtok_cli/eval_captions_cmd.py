@@ -26,6 +26,9 @@ def captions(
     per_image: Annotated[Path | None, typer.Option(
         "--per-image", help="Also write per-image scores (COCO evalImgs) to this JSON file.")
     ] = None,
+    shapes: Annotated[bool, typer.Option(
+        "--shapes", help="Also score shapes captions with ShapesEval's parser: the share of images "
+        "whose caption names every object's colour, shape, size and position right.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Score captions against references with COCO's tokenisation and metric definitions.
@@ -40,11 +43,19 @@ def captions(
       flowtok eval captions results.json captions_val2014.json
       flowtok eval captions pred.jsonl data/emoji64/val/metadata.jsonl --by-basename --json
       flowtok eval captions pred.tsv refs.tsv --meteor-jar ~/meteor/meteor-1.5.jar
+      flowtok caption data/shapes/val/*.png -m runs/i2t/model --json > pred.json
+      flowtok eval captions pred.json data/shapes/val/metadata.jsonl --by-basename --shapes
     """
-    from flowtok.eval.captions import evaluate_captions, read_captions
+    from flowtok.eval.captions import evaluate_captions, pair_captions, read_captions
 
-    result = evaluate_captions(read_captions(pred), read_captions(gt), meteor_jar=meteor_jar,
-                               by_basename=by_basename)
+    results, references = read_captions(pred), read_captions(gt)
+    result = evaluate_captions(results, references, meteor_jar=meteor_jar, by_basename=by_basename)
+    if shapes:
+        from flowtok.eval.shapes_eval import caption_matches
+
+        hyps, refs = pair_captions(results, references, by_basename)
+        right = [any(caption_matches(hyps[i], r) for r in refs[i]) for i in hyps]
+        result["shapes_all_correct"] = sum(right) / len(right)
     if per_image is not None:
         import json
 
@@ -57,4 +68,6 @@ def captions(
     rows = [(m, f"{result['eval'][m]:.4f}") for m in METRIC_ORDER if m in result["eval"]]
     if "METEOR" not in result["eval"]:
         rows.insert(4, ("METEOR", result["meteor"]))
+    if shapes:
+        rows.append(("shapes all-correct", f"{result['shapes_all_correct']:.1%}"))
     common.print_table(rows, title=f"{result['n_images']} images: {pred} vs {gt}")

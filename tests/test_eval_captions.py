@@ -202,3 +202,20 @@ def test_cli_errors_have_exit_codes(tmp_path):
     swapped = runner.invoke(app, ["eval", "captions", str(tmp_path / "gt.json"),
                                   str(tmp_path / "pred.json")])
     assert swapped.exit_code == 1 and "exactly one" in swapped.output
+
+
+def test_eval_captions_shapes_scores_attributes_not_wording(tmp_path):
+    from flowtok_cli.app import app
+
+    gt = tmp_path / "metadata.jsonl"
+    pred = tmp_path / "pred.jsonl"
+    truth = ["a small red circle in the top left", "a blue square on the left and a red cross on the right",
+             "a large green triangle at the bottom"]
+    said = ["a small red circle at the top left",  # "at" / "in" are alike
+            "a red cross on the right and a blue square on the left",  # object order is free
+            "a large green square at the bottom"]  # wrong shape
+    gt.write_text("".join(json.dumps({"file_name": f"{i}.png", "text": t}) + "\n" for i, t in enumerate(truth)))
+    pred.write_text("".join(json.dumps({"image": f"x/{i}.png", "caption": c}) + "\n" for i, c in enumerate(said)))
+    r = CliRunner().invoke(app, ["eval", "captions", str(pred), str(gt), "--by-basename", "--shapes", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["shapes_all_correct"] == pytest.approx(2 / 3)
