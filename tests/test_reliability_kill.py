@@ -33,7 +33,8 @@ pytestmark = [pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"
               pytest.mark.slow]  # each starts a Python process that imports torch (~3 s)
 
 runner = CliRunner()
-MAX_STEPS = 8
+KILL_BY_STEP = 4  # training is stopped after a random step in 1..4 ...
+MAX_STEPS = 40  # ... of 40, so the signal never lands after the last step (steps take ~15 ms)
 TRAIN_SETS = [f"train_tokenizer.{k}" for k in (
     f"max_steps={MAX_STEPS}", "ckpt_every=2", "eval_every=0", "log_every=1", "batch_size=4")]
 WAIT_S = 120
@@ -83,7 +84,7 @@ def _scenarios(kind: str, n: int) -> list[tuple[str, int, int, float]]:
     out = []
     for i in range(n):
         sig = (signal.SIGKILL, signal.SIGINT)[i % 2]
-        point = rng.randint(1, MAX_STEPS - 4) if kind == "train" else rng.randint(1, 20)
+        point = rng.randint(1, KILL_BY_STEP) if kind == "train" else rng.randint(1, 20)
         delay = rng.uniform(0.0, 0.12 if kind == "train" else 0.02)
         out.append((f"{sig.name}-at-{point}+{delay * 1000:.0f}ms", sig, point, delay))
     return out
