@@ -102,7 +102,6 @@ GROUPS: dict[str, tuple[str, dict[str, str]]] = {
     "eval": ("Score images, reconstructions, generations and captions.", {
         "shapes": "eval_shapes_cmd:shapes",
         "tokenizer": "eval_tokenizer_cmd:tokenizer",
-        "flow": "eval_flow_cmd:flow",
         "fid": "eval_fid_cmd:fid",
         "captions": "eval_captions_cmd:captions",
         "emoji": "eval_emoji_cmd:emoji",
