@@ -85,9 +85,9 @@ class FlowConfig:
     mlp_ratio: float = 4.0
     sigma_min: float = 1e-5  # x_t = (1 - (1 - sigma) t) x0 + t x1
     timestep_sampling: str = "uniform"  # uniform (paper) | logit_normal (reference code)
-    # logit_normal: t = sigmoid(loc + scale * N(0, 1)). A negative loc puts more steps near t = 0,
-    # where text -> image has to read the prompt from z_text alone (later the image part of x_t
-    # already tells the answer, so a model trained mostly at mid t learns to ignore the text).
+    # logit_normal: t = sigmoid(loc + scale * N(0, 1)); a negative loc trains more near t = 0,
+    # where text -> image reads the prompt from z_text alone (on shapes uniform t did better;
+    # benchmarks/RESULTS.md)
     timestep_loc: float = 0.0
     timestep_scale: float = 1.0
     null_prob: float = 0.1  # CFG indicator: share of null (mismatched) samples
