@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import torch
 
@@ -51,7 +52,7 @@ def main() -> None:
     ap.add_argument("--steps", default="1,5,20,50")
     ap.add_argument("--guidance", default="1,3")
     a = ap.parse_args()
-    ckpt = latest_checkpoint(__import__("pathlib").Path(a.run))
+    ckpt = latest_checkpoint(Path(a.run))
     cfg = load_config(ckpt / "config.json")
     tok = Tokenizer.from_pretrained(a.tokenizer)
     cfg.tokenizer = tok.cfg
