@@ -41,6 +41,12 @@ class TokenizerConfig:
     rope_theta: float = 10000.0  # 2D axial RoPE on image positions only
     logvar_clamp: tuple[float, float] = (-30.0, 20.0)
     conv_refine: bool = True  # light conv refinement after unpatchify; sharpens edges, cleans seams
+    # convolutional upsampling head beside the linear pixel head: channels of each x2 stage
+    # (log2(patch_size) stages), empty = linear head only (paper)
+    head_channels: tuple[int, ...] = ()
+    # PCA shortcut: latents start as the training images' top K*C principal components and the
+    # transformers learn the residual (flowtok/tokenizer/linear_basis.py)
+    linear_basis: bool = False
     token_mixing: bool = True  # learned K x N / N x K token shortcuts (escape the background plateau)
     abs_pos: bool = True  # learned absolute positions on patches / mask tokens beside RoPE
     text_guidance: bool = False  # text-aware decoder (paper): decoder also sees text tokens
@@ -122,6 +128,8 @@ class TrainConfig:
     gan_start: int = 0  # step at which the GAN loss switches on
     kl_weight: float = 1e-4  # tokenizer posterior KL weight
     edge_weight: float = 0.0  # tokenizer: L1 on image gradients (slowed the start on shapes)
+    hflip: bool = False  # tokenizer: mirror half of each batch (and fit a linear basis on both)
+    freeze_encoder: bool = False  # tokenizer: train the decoder only (latents keep their meaning)
     grad_accum: int = 1  # micro-batches per step: global batch = batch_size x world size x grad_accum
     parallel: str = "ddp"  # under torchrun: ddp (replicas) | fsdp (FSDP2 fully_shard, for the H preset)
 
@@ -168,6 +176,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], where)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:  # tuple[int, ...]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(_coerce(v, args[0], where) for v in value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")

@@ -23,6 +23,13 @@ def tokenizer(
     overrides: SetOpt = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue exactly from OUT/checkpoints/latest.")] = False,
+    init: Annotated[Path | None, typer.Option(
+        "--init", help="Start from the weights of this tokenizer folder (same architecture).")
+    ] = None,
+    decoder_only: Annotated[bool, typer.Option(
+        "--decoder-only", help="Freeze the encoder (that of --init, or the fitted PCA basis of "
+        "tokenizer.linear_basis) and train the decoder, so flow models trained on its latents "
+        "stay valid.")] = False,
     max_minutes: Annotated[float | None, typer.Option(
         "--max-minutes", help="Stop cleanly (with a checkpoint) after this many minutes.")] = None,
     device: DeviceOpt = None,
@@ -43,6 +50,8 @@ def tokenizer(
       flowtok train tokenizer --data data/shapes/train --val data/shapes/val --preset shapes -o runs/tok
       flowtok train tokenizer --data imgs/ -o runs/tok --set train_tokenizer.max_steps=8000
       flowtok train tokenizer --data imgs/ -o runs/tok --resume --max-minutes 20
+      flowtok train tokenizer --data imgs/ -o runs/tok_ft --init runs/tok/model --decoder-only
+      flowtok train tokenizer --data data/emoji64/train --preset emoji64 -o runs/tok --decoder-only
       OMP_NUM_THREADS=1 flowtok train tokenizer --data data/shapes/train -o runs/tok  # shared CPU
       flowtok train tokenizer --data shards/ -o runs/tok --preset B --nproc 8  # 8 GPUs, DDP
       torchrun --nnodes 4 --nproc-per-node 8 --rdzv-endpoint HOST:29500 -m flowtok_cli train tokenizer ...
@@ -66,6 +75,11 @@ def tokenizer(
         cfg = load_config(out / "config.json")
     else:
         cfg = common.resolve_cli_config(preset, config, overrides)
+    if decoder_only:
+        cfg.train_tokenizer.freeze_encoder = True
+    if cfg.train_tokenizer.freeze_encoder and init is None and not cfg.tokenizer.linear_basis:
+        raise common.usage_error("--decoder-only needs --init TOKENIZER_FOLDER (the model whose "
+                                 "encoder to keep) or tokenizer.linear_basis: true")
     size = cfg.tokenizer.image_size
     if has_shards(data):
         train_images = SlotStreams(data, lambda s: image_of(s, size), cfg.train_tokenizer.seed,
@@ -87,7 +101,18 @@ def tokenizer(
     import torch
 
     torch.manual_seed(cfg.train_tokenizer.seed)  # reproducible init (torch's own seed is random)
-    task = TokenizerTask(cfg, train_images, val_images, val_captions)
+    start = None
+    if init is not None:
+        from flowtok.tokenizer.model import Tokenizer
+
+        start = Tokenizer.from_pretrained(init)
+        if start.cfg != cfg.tokenizer:
+            if preset is None and config is None and not overrides:
+                cfg.tokenizer = start.cfg  # no recipe given: train the architecture we start from
+            else:
+                raise DataError(f"{init}: its tokenizer config differs from the one resolved "
+                                "here; drop --preset/--config or make the tokenizer keys match")
+    task = TokenizerTask(cfg, train_images, val_images, val_captions, init=start)
     trainer = Trainer(task, cfg.train_tokenizer, out, full_config=cfg, device=device,
                       progress=not json_out and common.is_tty())
     common.fit_and_report(trainer, out, resume, max_minutes, json_out, "tokenizer training", None)

@@ -44,6 +44,7 @@ def main() -> None:
     ap.add_argument("name")
     ap.add_argument("--train", required=True)
     ap.add_argument("--val", required=True)
+    ap.add_argument("--preset", default="shapes")
     ap.add_argument("--minutes", type=float, default=4.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--set", action="append", default=[])
@@ -56,7 +57,7 @@ def main() -> None:
     ap.add_argument("--probe-steps", type=int, default=5)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = resolve_config("shapes", None, args.set)
+    cfg = resolve_config(args.preset, None, args.set)
     size = cfg.tokenizer.image_size
     train_images, _ = cached(args.train, size)
     val_images, val_caps = cached(args.val, size)
@@ -91,7 +92,7 @@ def main() -> None:
                       progress=False)
     t0 = time.time()
     res = trainer.fit(max_minutes=args.minutes * 1.1)
-    row = {"name": args.name, "set": args.set, "l1": args.l1, "edge": args.edge,
+    row = {"name": args.name, "preset": args.preset, "set": args.set, "l1": args.l1, "edge": args.edge,
            "refine": args.refine, "minutes": (time.time() - t0) / 60, "steps": res["step"],
            "s_per_step": (time.time() - t0) / max(1, res["step"]),
            "params": sum(p.numel() for p in task.tokenizer.parameters()),

@@ -43,6 +43,7 @@ from flowtok.config import (
     to_dict,
 )
 from flowtok.errors import CheckpointError, ConfigError
+from flowtok.tokenizer.linear_basis import LinearBasis
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -229,6 +230,39 @@ class LightRefine(nn.Module):
         return x + self.conv_out(F.gelu(self.conv_in(x)))
 
 
+class UpsampleHead(nn.Module):
+    """Decoder tokens on the patch grid -> RGB through x2 (nearest upsample, 3x3 conv, GELU)
+    stages, added to the linear pixel head. A linear head must emit each p x p patch from one
+    token on its own; the convolutions see neighbouring patches and build detail coarse to fine,
+    which on 64 px emoji learned much faster per CPU-minute (benchmarks/RESULTS.md). The last conv
+    is zero-initialised, so the head starts as the identity on the linear path."""
+
+    def __init__(self, width: int, patch_size: int, channels: tuple[int, ...]):
+        super().__init__()
+        stages = patch_size.bit_length() - 1
+        if 2**stages != patch_size or len(channels) != stages:
+            raise ConfigError(
+                f"tokenizer.head_channels needs one entry per x2 stage of patch_size "
+                f"{patch_size} (a power of 2): got {list(channels)}")
+        self.proj = nn.Linear(width, channels[0])
+        layers: list[nn.Module] = []
+        c_in = channels[0]
+        for c in channels:
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"),
+                       nn.Conv2d(c_in, c, 3, padding=1), nn.GELU()]
+            c_in = c
+        self.stages = nn.Sequential(*layers)
+        self.out = nn.Conv2d(c_in, 3, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, tokens: torch.Tensor, grid: int) -> torch.Tensor:
+        """tokens (B, grid*grid, W) -> (B, 3, grid p, grid p)."""
+        B, N, _ = tokens.shape
+        x = self.proj(tokens).transpose(1, 2).reshape(B, -1, grid, grid)
+        return self.out(self.stages(x))
+
+
 class Decoder(nn.Module):
     """Mask tokens + latents (+ text tokens) -> RGB (B, 3, H, W) in about [-1, 1]."""
 
@@ -258,14 +292,17 @@ class Decoder(nn.Module):
         self.norm_pre = nn.LayerNorm(w)
         self.norm = nn.LayerNorm(w)
         self.to_pixels = nn.Linear(w, 3 * p * p)
+        self.head = UpsampleHead(w, p, tuple(cfg.head_channels)) if cfg.head_channels else None
         self.refine = LightRefine() if cfg.conv_refine else nn.Identity()
         n_extra = K * (2 if cfg.text_guidance else 1)
         cos, sin = _rope_buffers(cfg, w, cfg.dec_heads, n_extra)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
-    def forward(self, z: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
-        """z: (B, K, C) unscaled latents; text: (B, K, text_dim) or None."""
+    def forward(self, z: torch.Tensor, text: torch.Tensor | None = None,
+                base: torch.Tensor | None = None) -> torch.Tensor:
+        """z: (B, K, C) unscaled latents; text: (B, K, text_dim) or None; base: an image
+        (B, 3, H, W) the pixel heads add to (the linear basis's reconstruction)."""
         B, n = z.shape[0], self.grid * self.grid
         mask = self.mask_token if self.mask_pos is None else self.mask_token + self.mask_pos
         mask = mask.expand(B, n, -1)
@@ -282,8 +319,13 @@ class Decoder(nn.Module):
         cos, sin = self.rope_cos[: x.shape[1]], self.rope_sin[: x.shape[1]]
         for blk in self.blocks:
             x = blk(x, cos, sin)
-        patches = self.to_pixels(self.norm(x[:, :n]))  # (B, N, 3 p p)
-        return self.refine(unpatchify(patches.float(), self.cfg.patch_size, self.grid))
+        tokens = self.norm(x[:, :n])
+        pixels = unpatchify(self.to_pixels(tokens).float(), self.cfg.patch_size, self.grid)
+        if self.head is not None:
+            pixels = pixels + self.head(tokens, self.grid).float()
+        if base is not None:
+            pixels = pixels + base
+        return self.refine(pixels)
 
 
 def patchify(images: torch.Tensor, p: int) -> torch.Tensor:
@@ -337,9 +379,14 @@ class Tokenizer(nn.Module):
         self.cfg = cfg
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
+        self.basis = (LinearBasis(cfg.image_size, cfg.num_latent_tokens, cfg.token_channels)
+                      if cfg.linear_basis else None)
         self.apply(_init_linear)
         with torch.no_grad():
             self.encoder.to_moments.bias[cfg.token_channels:] = LOGVAR_INIT
+            if self.basis is not None:  # transformers start as a zero residual on the basis
+                self.encoder.to_moments.weight[:cfg.token_channels].zero_()
+                self.decoder.to_pixels.weight.zero_()
 
     @property
     def scale_factor(self) -> float:
@@ -366,21 +413,30 @@ class Tokenizer(nn.Module):
 
     def encode(self, images: torch.Tensor) -> Posterior:
         """Images (see ``prepare_images``) -> Posterior with mean, logvar (B, K, C)."""
-        mean, logvar = self.encoder(self.prepare_images(images))
-        return Posterior(mean, logvar)
+        return Posterior(*self._moments(self.prepare_images(images)))
+
+    def _moments(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, logvar = self.encoder(images)
+        if self.basis is not None:
+            mean = mean + self.basis.encode(images)
+        return mean, logvar
+
+    def _decode(self, z: torch.Tensor, text: torch.Tensor | None) -> torch.Tensor:
+        base = None if self.basis is None else self.basis.decode(z, self.cfg.image_size)
+        return self.decoder(z, text, base)
 
     def decode(self, latents: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         """Unscaled latents (B, K, C) (+ text tokens (B, K, text_dim)) -> images (B, 3, H, W)."""
         K, C = self.cfg.num_latent_tokens, self.cfg.token_channels
         if latents.ndim != 3 or latents.shape[1:] != (K, C):
             raise ConfigError(f"latents must be (B, {K}, {C}), got {tuple(latents.shape)}")
-        return self.decoder(latents.to(self._device(), torch.float32), text)
+        return self._decode(latents.to(self._device(), torch.float32), text)
 
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None,
                 text: torch.Tensor | None = None) -> tuple[torch.Tensor, Posterior]:
         """Training pass: reconstruct from a posterior sample. Returns (recon, posterior)."""
-        post = Posterior(*self.encoder(images))
-        return self.decoder(post.sample(generator), text), post
+        post = Posterior(*self._moments(images))
+        return self._decode(post.sample(generator), text), post
 
     # ------------------------------------------------------------------ model folders
 

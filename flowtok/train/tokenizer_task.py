@@ -103,9 +103,14 @@ class TokenizerTask:
 
     def __init__(self, cfg: FlowTokConfig, train_images: np.ndarray,
                  val_images: np.ndarray | None = None, val_captions: list | None = None,
-                 loss_weights: ReconLossWeights | None = None):
+                 loss_weights: ReconLossWeights | None = None, init: Tokenizer | None = None):
         """``train_images``: uint8 (N, S, S, 3) in memory, or a webdataset ``SlotStreams``
-        (decoding to uint8 (S, S, 3)) streamed through its shuffle buffer."""
+        (decoding to uint8 (S, S, 3)) streamed through its shuffle buffer.
+
+        ``init``: start from these weights (its config must match ``cfg.tokenizer``). With
+        ``train_tokenizer.freeze_encoder`` the encoder stays as it starts (``init``'s, or the
+        fitted linear basis) and only the decoder trains, so latents that flow models were
+        already trained on keep their meaning while reconstructions sharpen."""
         self.cfg, self.tcfg = cfg, cfg.train_tokenizer
         self.stream = None if isinstance(train_images, np.ndarray) else train_images
         if self.stream is not None:  # a few thousand streamed images stand in for statistics
@@ -115,7 +120,17 @@ class TokenizerTask:
         self.val_prompts = shapes_prompts(list(val_captions[:EVAL_LIMIT])) if val_captions else None
         self.weights = loss_weights or ReconLossWeights(edge=self.tcfg.edge_weight)
         self.tokenizer = Tokenizer(cfg.tokenizer)
-        init_output_bias(self.tokenizer, self.train_images)
+        if init is not None:
+            self.tokenizer.load_state_dict(init.state_dict(), strict=True)
+        elif self.tokenizer.basis is not None:
+            fit_on = uint8_to_float(self.train_images)
+            if self.tcfg.hflip:
+                fit_on = torch.cat([fit_on, fit_on.flip(-1)])
+            self.basis_stats = self.tokenizer.basis.fit(fit_on, self.tcfg.seed)
+        else:
+            init_output_bias(self.tokenizer, self.train_images)
+        if self.tcfg.freeze_encoder:
+            self.tokenizer.encoder.requires_grad_(False)
         self.disc = PatchDiscriminator() if self.tcfg.gan_weight > 0 else None
 
     def modules(self) -> dict[str, nn.Module]:
@@ -129,10 +144,15 @@ class TokenizerTask:
         """Slot ``slot`` of ``slots`` (ranks x micro-batches) of the step's global batch."""
         B = self.tcfg.batch_size
         if self.stream is not None:
-            return uint8_to_float(torch.from_numpy(np.stack(self.stream.take(step, B, slot,
-                                                                             slots))))
-        idx = epoch_indices(len(self.train_images), B * slots, step, self.tcfg.seed)
-        return uint8_to_float(self.train_images[idx[slot * B:(slot + 1) * B]])  # (B, 3, S, S)
+            x = uint8_to_float(torch.from_numpy(np.stack(self.stream.take(step, B, slot, slots))))
+        else:
+            idx = epoch_indices(len(self.train_images), B * slots, step, self.tcfg.seed)
+            x = uint8_to_float(self.train_images[idx[slot * B:(slot + 1) * B]])  # (B, 3, S, S)
+        if self.tcfg.hflip:  # seeded by the step, so resumed and multi-rank runs agree
+            g = torch.Generator().manual_seed(self.tcfg.seed * 104729 + step * 131 + slot)
+            flip = torch.rand(len(x), generator=g) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        return x
 
     def loss(self, batch: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         recon, post = self.tokenizer(batch)
