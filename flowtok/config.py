@@ -99,6 +99,10 @@ class FlowConfig:
     null_prob: float = 0.1  # CFG indicator: share of null (mismatched) samples
     guidance: float = 2.0  # default CFG scale s in v = v_u + s (v_c - v_u)
     caption_guidance: float = 1.0  # CFG scale for image-to-text
+    # text -> image sampling: scale of the source noise around z_text relative to training
+    # (1 = the trained distribution, 0 = start from the posterior mean: one image per prompt,
+    # the sharpest on emoji64, where random fine-detail directions render as speckle)
+    temperature: float = 1.0
     steps: int = 20  # default Euler steps
     normalize_latents: bool = False  # per-channel latent normalisation (stats stored in model)
 
@@ -129,7 +133,9 @@ class TrainConfig:
     kl_weight: float = 1e-4  # tokenizer posterior KL weight
     edge_weight: float = 0.0  # tokenizer: L1 on image gradients (slowed the start on shapes)
     hflip: bool = False  # tokenizer: mirror half of each batch (and fit a linear basis on both)
-    freeze_encoder: bool = False  # tokenizer: train the decoder only (latents keep their meaning)
+    # train the decoder alone: tokenizer - the encoder stays as it starts (latents keep their
+    # meaning); i2t flow - the caption decoder learns from the frozen flow's own endpoints
+    decoder_only: bool = False
     grad_accum: int = 1  # micro-batches per step: global batch = batch_size x world size x grad_accum
     parallel: str = "ddp"  # under torchrun: ddp (replicas) | fsdp (FSDP2 fully_shard, for the H preset)
 

@@ -44,6 +44,9 @@ def generate(
     guidance: Annotated[float | None, typer.Option(
         "--guidance", "-g", help="CFG scale s >= 1 (1 = no guidance; default: the model's).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of image 0; image i uses seed + i.")] = 0,
+    temperature: Annotated[float | None, typer.Option(
+        "--temperature", "-t", min=0.0, help="Scale of the starting noise around the text "
+        "latent (0 = one image per prompt, 1 = the trained spread; default: the model's).")] = None,
     model: Annotated[Path | None, typer.Option("--model", "-m", help="Model folder (default: shipped model).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out"),
     grid: Annotated[bool, typer.Option("--grid", help="Also write grid.png with every image.")] = False,
@@ -63,6 +66,7 @@ def generate(
       flowtok generate "a cat"
       flowtok generate "a small red circle in the top left" -n 4 --model runs/t2i/model -o out/
       flowtok generate --prompts prompts.txt --steps 20 --guidance 3 --grid -o out/
+      flowtok generate "a cat" -n 4 --temperature 0.5 --grid
     """
     from flowtok.errors import ConfigError
 
@@ -97,6 +101,9 @@ def generate(
             common.warn(f"prompt truncated to {pipe.config.K} tokens: {p[:60]!r}…")
     steps = steps or pipe.config.flow.steps
     guidance = pipe.config.flow.guidance if guidance is None else guidance
+    if temperature is not None:
+        pipe.config.flow.temperature = temperature
+    temperature = pipe.config.flow.temperature
     from tqdm.auto import tqdm
 
     total = len(prompts) * n
@@ -108,7 +115,8 @@ def generate(
     for i, img in enumerate(images):
         p, s = prompts[i // n], seed + i
         name = f"{i:05d}_{_slug(p)}_s{s}.png"
-        meta = {"prompt": p, "seed": s, "steps": steps, "guidance": guidance, "model": pipe.model_id}
+        meta = {"prompt": p, "seed": s, "steps": steps, "guidance": guidance,
+                "temperature": temperature, "model": pipe.model_id}
         save_png(img, out / name, meta)
         records.append({"file_name": name, "text": p, **{k: v for k, v in meta.items() if k != "prompt"}})
     write_metadata(out, records)

@@ -26,6 +26,11 @@ def flow(
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue exactly from OUT/checkpoints/latest.")] = False,
+    init: Annotated[Path | None, typer.Option(
+        "--init", help="Start from this model folder's weights for --task (same config).")] = None,
+    decoder_only: Annotated[bool, typer.Option(
+        "--decoder-only", help="i2t with --init: freeze the projector and flow, and train the "
+        "caption decoder on the flow's own endpoints.")] = False,
     max_minutes: Annotated[float | None, typer.Option(
         "--max-minutes", help="Stop cleanly (with a checkpoint) after this many minutes.")] = None,
     device: DeviceOpt = None,
@@ -42,6 +47,8 @@ def flow(
       flowtok train flow --data data/shapes/train --val data/shapes/val --tokenizer runs/tok/model -o runs/t2i
       flowtok train flow --task i2t --data data/shapes/train --val data/shapes/val --tokenizer runs/tok/model -o runs/i2t
       flowtok train flow ... --set train_flow.max_steps=4000 --max-minutes 30
+      flowtok train flow --task i2t --data data/emoji64/train --tokenizer runs/tok/model \
+          --preset emoji64 --init runs/i2t/model --decoder-only -o runs/i2t_dec
       flowtok tokenize imgs/ -o wds/ -t runs/tok/model --format webdataset
       flowtok train flow --data wds/ --tokenizer runs/tok/model -o runs/t2i --preset XL --nproc 8
 
@@ -64,6 +71,11 @@ def flow(
         cfg = load_config(out / "config.json")
     else:
         cfg = common.resolve_cli_config(preset, config, overrides)
+    if decoder_only:
+        cfg.train_flow.decoder_only = True
+    if cfg.train_flow.decoder_only and (init is None or task != "i2t"):
+        raise common.usage_error("--decoder-only needs --task i2t and --init MODEL_FOLDER (the "
+                                 "image -> text model whose flow to keep)")
     tok = Tokenizer.from_pretrained(tokenizer)
     cfg.tokenizer = tok.cfg  # the flow model lives in this tokenizer's latent space
     dev = local_device(device)  # cuda:LOCAL_RANK under torchrun
@@ -90,7 +102,14 @@ def flow(
             prompts = canonical_prompts(eval_prompts, seed=0)
     t = cfg.text
     encoder = build_text_encoder(t.encoder, cfg.K, t.feature_dim, t.encoder_path)
-    flow_task = FlowTask(cfg, task, tok, encoder, train, val_set, prompts, device=dev)
+    start = None
+    if init is not None:
+        from flowtok.pipeline import FlowTokPipeline
+
+        start = getattr(FlowTokPipeline.from_pretrained(init, device="cpu"), task)
+        if start is None:
+            raise DataError(f"{init}: has no {task}/ model to start from")
+    flow_task = FlowTask(cfg, task, tok, encoder, train, val_set, prompts, device=dev, init=start)
     trainer = Trainer(flow_task, cfg.train_flow, out, full_config=cfg, device=str(dev),
                       progress=not json_out and common.is_tty())
     common.fit_and_report(trainer, out, resume, max_minutes, json_out, "flow training", [("task", task)])

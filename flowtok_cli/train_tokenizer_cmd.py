@@ -76,8 +76,8 @@ def tokenizer(
     else:
         cfg = common.resolve_cli_config(preset, config, overrides)
     if decoder_only:
-        cfg.train_tokenizer.freeze_encoder = True
-    if cfg.train_tokenizer.freeze_encoder and init is None and not cfg.tokenizer.linear_basis:
+        cfg.train_tokenizer.decoder_only = True
+    if cfg.train_tokenizer.decoder_only and init is None and not cfg.tokenizer.linear_basis:
         raise common.usage_error("--decoder-only needs --init TOKENIZER_FOLDER (the model whose "
                                  "encoder to keep) or tokenizer.linear_basis: true")
     size = cfg.tokenizer.image_size

@@ -3,8 +3,11 @@
     python scripts/build_default_model.py --t2i runs/t2i_emoji/model --i2t runs/i2t_emoji/model \
         --card benchmarks/default_model/model_card.md --licenses data/emoji64/licenses
 
-The tokenizer comes with the t2i run (both runs must use the same tokenizer and config); every
-tensor is stored in fp16; the model card and the data's licence files go into the folder.
+The tokenizer comes with the t2i run (both runs must use the same tokenizer and config), or from
+--tokenizer: a decoder fine-tuned after the flows were trained (`flowtok train tokenizer --init
+... --decoder-only`), accepted only when its encoder is bit-identical to the runs', so the flow
+models' latents keep their meaning. Every tensor is stored in fp16; the model card and the data's
+licence files go into the folder.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--t2i", type=Path, required=True, help="model folder of the text->image run")
     ap.add_argument("--i2t", type=Path, required=True, help="model folder of the image->text run")
+    ap.add_argument("--tokenizer", type=Path, default=None,
+                    help="tokenizer folder to ship instead of the runs' (same encoder)")
     ap.add_argument("--card", type=Path, required=True, help="model card (markdown)")
     ap.add_argument("--licenses", type=Path, required=True, help="the data set's licenses/ folder")
     ap.add_argument("-o", "--out", type=Path, default=ROOT / "flowtok" / "default_model")
@@ -43,7 +48,19 @@ def main() -> int:
     ta, tb = a.tokenizer.state_dict(), b.tokenizer.state_dict()
     if any(not torch.equal(ta[k], tb[k]) for k in ta):
         sys.exit("the runs used different tokenizers")
-    pipe = FlowTokPipeline(a.config, a.tokenizer, t2i=a.t2i, i2t=b.i2t)
+    tokenizer = a.tokenizer
+    if args.tokenizer is not None:
+        from flowtok.tokenizer.model import Tokenizer
+
+        tokenizer = Tokenizer.from_pretrained(args.tokenizer)
+        if to_dict(tokenizer.cfg) != ca["tokenizer"]:
+            sys.exit(f"{args.tokenizer}: its config differs from the runs' tokenizer")
+        tt = tokenizer.state_dict()
+        kept = [k for k in ta if not k.startswith("decoder.")]
+        if any(not torch.equal(ta[k], tt[k]) for k in kept):
+            sys.exit(f"{args.tokenizer}: its encoder differs from the one the flows were "
+                     "trained on (fine-tune with --decoder-only)")
+    pipe = FlowTokPipeline(a.config, tokenizer, t2i=a.t2i, i2t=b.i2t)
     pipe.save_pretrained(args.out, dtype=torch.float16, model_card=args.card.read_text())
     lic = args.out / "licenses"
     shutil.copytree(args.licenses, lic, dirs_exist_ok=True)

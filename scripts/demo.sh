@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's main job. With the shipped default model: text -> image and image -> text.
-# Until that model lands: the shapes quickstart (make data, score the ground truth with ShapesEval).
+# Without it (an install that strips package data): the shapes quickstart (make data, score the
+# ground truth with ShapesEval).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FT=.venv/bin/flowtok
@@ -9,7 +10,7 @@ mkdir -p "$OUT"
 $FT doctor
 if $FT --help | grep -q " generate " && .venv/bin/python -c "import flowtok.pipeline as p; raise SystemExit(0 if p.default_model_path() else 1)" 2>/dev/null; then
     $FT generate "a cat" -n 4 --seed 0 -o "$OUT/generate" --grid
-    $FT caption "$OUT/generate/grid.png"
+    $FT caption "$OUT"/generate/00000_*.png docs/assets/emoji/*.png
 else
     $FT data shapes -o "$OUT/shapes" --n 500 --size 32 --seed 0
     $FT eval shapes "$OUT/shapes"

@@ -81,9 +81,9 @@ def test_linear_basis_tokenizer_starts_at_the_pca_reconstruction_and_round_trips
         assert torch.allclose(back.decode(back.encode(x).mean), out, atol=1e-6)
 
 
-def test_freeze_encoder_trains_only_the_decoder():
+def test_decoder_only_trains_only_the_decoder():
     cfg = _emoji_cfg(linear_basis=True)
-    cfg.train_tokenizer.freeze_encoder = True
+    cfg.train_tokenizer.decoder_only = True
     task = TokenizerTask(cfg, _images(cfg.K * cfg.C + 40, cfg.tokenizer.image_size))
     tok = task.tokenizer
     assert not any(p.requires_grad for p in tok.encoder.parameters())

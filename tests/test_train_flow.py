@@ -92,3 +92,66 @@ def test_unknown_task_is_a_usage_error(setup):
     r = runner.invoke(app, ["train", "flow", "--task", "x2y", "--data", str(setup / "shapes" / "train"),
                             "--tokenizer", str(setup / "tok"), "-o", str(setup / "x")])
     assert r.exit_code == 2
+
+
+def test_training_recall_scores_a_model_that_returns_the_true_latents_as_perfect(setup, tmp_path):
+    """The t2i recall metric (data without a judge, e.g. emoji): a model whose generated latent
+    is its caption's real latent scores top-1 = 1; one that returns another caption's does not."""
+    import numpy as np
+    from PIL import Image
+
+    from flowtok.text.encoders import build_text_encoder
+    from flowtok.train.flow_task import FlowTask, latents_from_folder
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(12):  # short captions: distinct within the tiny encoder's 8 tokens
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        rows.append(json.dumps({"file_name": f"{i}.png", "text": f"item {i}"}))
+    (tmp_path / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+    cfg = apply_overrides(load_preset("tiny"), TINY32)
+    tok = Tokenizer.from_pretrained(setup / "tok")
+    train = latents_from_folder(tok, tmp_path)
+    encoder = build_text_encoder(cfg.text.encoder, cfg.K, cfg.text.feature_dim, None)
+    task = FlowTask(cfg, "t2i", tok, encoder, train)
+    unique = list(task.text.index)
+    first = {c: train.mean[train.captions.index(c)] for c in unique}
+
+    def caption_of(row):
+        j = int((task.text.feats.float() - row).abs().flatten(1).sum(1).argmin())
+        return unique[j]
+
+    def true_latents(feats, noise, steps, guidance):
+        return torch.stack([first[caption_of(f)] for f in feats])
+
+    def shifted_latents(feats, noise, steps, guidance):  # every caption gets its neighbour's
+        return torch.stack([first[unique[(unique.index(caption_of(f)) + 1) % len(unique)]]
+                            for f in feats])
+
+    task.model.text_to_latent = true_latents
+    assert task.training_recall(task.model)["train_latent_top1"] == 1.0
+    task.model.text_to_latent = shifted_latents
+    assert task.training_recall(task.model)["train_latent_top1"] < 0.5
+
+
+def test_i2t_decoder_only_keeps_the_flow_and_trains_the_decoder_on_its_endpoints(setup):
+    first = setup / "i2t_base"
+    _train(setup, "i2t", first)
+    res = _train(setup, "i2t", setup / "i2t_dec",
+                 ["--init", str(first / "model"), "--decoder-only"])
+    assert res["step"] == 6
+    log = [json.loads(line) for line in (setup / "i2t_dec" / "log.jsonl").read_text().splitlines()]
+    assert any("ce_endpoint" in r and "ce_true" in r for r in log)
+    a = FlowTokPipeline.from_pretrained(first / "model", device="cpu").i2t.state_dict()
+    b = FlowTokPipeline.from_pretrained(setup / "i2t_dec" / "model", device="cpu").i2t.state_dict()
+    kept = [k for k in a if not k.startswith("decoder.")]
+    assert kept and all(torch.equal(a[k], b[k]) for k in kept)
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("decoder."))
+
+
+def test_decoder_only_without_init_is_a_usage_error(setup, tmp_path):
+    args = ["train", "flow", "--task", "i2t", "--data", str(setup / "shapes" / "train"),
+            "--tokenizer", str(setup / "tok"), "--preset", "tiny", "-o", str(tmp_path / "x"),
+            "--decoder-only"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and "--init" in r.output

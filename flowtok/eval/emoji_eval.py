@@ -111,7 +111,9 @@ def sentence_embeddings(text_encoder, texts: list[str], batch_size: int = 256) -
 def nearest_emoji_scores(queries: torch.Tensor, reals: torch.Tensor, real_name_idx: torch.Tensor,
                          n_names: int) -> torch.Tensor:
     """Score (n_queries, n_names) = minus the distance to the nearest real image of each name."""
-    dist = torch.cdist(queries, reals)  # (q, r)
+    # exact differences, not the |a|^2 + |b|^2 - 2ab shortcut, whose rounding can reorder close
+    # neighbours
+    dist = torch.cdist(queries, reals, compute_mode="donot_use_mm_for_euclid_dist")  # (q, r)
     best = torch.full((len(queries), n_names), float("inf"))
     best.scatter_reduce_(1, real_name_idx[None].expand(len(queries), -1), dist, reduce="amin")
     return -best

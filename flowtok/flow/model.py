@@ -96,9 +96,13 @@ class TextImageFlow(nn.Module):
 
     # ----------------------------------------------------------------------- inference
     def text_latent(self, feats: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-        """z_text (B, K, C): a posterior sample (noise given) or the posterior mean (noise None)."""
+        """z_text (B, K, C): a posterior sample (noise given, scaled by flow.temperature) or the
+        posterior mean (noise None)."""
         mean, logvar = self.projector(feats)
-        return mean if noise is None else TextProjector.sample(mean, logvar, noise, self.source_min_std)
+        if noise is None:
+            return mean
+        return TextProjector.sample(mean, logvar, noise * self.cfg.flow.temperature,
+                                    self.source_min_std)
 
     @property
     def source_min_std(self) -> float:

@@ -25,6 +25,7 @@ from flowtok.train.tokenizer_task import epoch_indices
 GRID_PROMPTS = 16  # prompts in the periodic sample grid
 GRID_ZOOM = 2
 TEXT_BATCH = 256  # captions encoded per text-encoder call when filling the cache
+RECALL_SAMPLES = 200  # training captions/latents scored by the recall metrics (non-shapes data)
 
 
 @dataclass
@@ -105,11 +106,18 @@ class FlowTask:
 
     def __init__(self, cfg: FlowTokConfig, direction: str, tokenizer: Tokenizer, text_encoder,
                  train: LatentSet, val: LatentSet | None = None,
-                 eval_prompts: list[str] | None = None, device: torch.device | str = "cpu"):
+                 eval_prompts: list[str] | None = None, device: torch.device | str = "cpu",
+                 init: TextImageFlow | None = None):
         """``train``: a LatentSet in memory, or a webdataset ``SlotStreams`` of latents
         (decoding to webdataset.latent_sample tuples), streamed with captions encoded per batch
         (statistics and the i2t vocabulary then come from its first samples; caption tokens
-        outside that vocabulary are ignored by the caption loss)."""
+        outside that vocabulary are ignored by the caption loss).
+
+        ``init``: start from this model's weights. With ``train_flow.decoder_only`` (i2t, needs
+        ``init``) the projector and flow are frozen and the caption decoder trains on the flow's
+        own Euler endpoints of the training latents (half of each batch) and on noisy true z_text
+        (the other half): the endpoint's error is not isotropic noise, and a decoder that has
+        only seen z_text + noise misreads it (benchmarks/RESULTS.md, emoji image -> text)."""
         self.cfg, self.tcfg, self.direction = cfg, cfg.train_flow, direction
         self.device = torch.device(device)
         self.tokenizer = tokenizer.eval().requires_grad_(False).to(self.device)
@@ -128,6 +136,24 @@ class FlowTask:
             torch.manual_seed(self.tcfg.seed)
             self.model = TextImageFlow(cfg, direction, vocab_ids=vocab)
         self.model.set_latent_stats(train.mean)
+        if init is not None:
+            from flowtok.errors import CheckpointError
+
+            try:
+                self.model.load_state_dict(init.state_dict(), strict=True)
+            except RuntimeError as e:
+                first = str(e).strip().splitlines()[0]
+                raise CheckpointError(f"--init model does not match this config/data ({first})")
+        self.endpoints = None
+        if self.tcfg.decoder_only:
+            from flowtok.errors import ConfigError
+
+            if direction != "i2t" or init is None or self.stream is not None:
+                raise ConfigError("train_flow.decoder_only needs --task i2t, --init MODEL and "
+                                  "an image folder (not streamed shards)")
+            self.model.projector.requires_grad_(False)
+            self.model.flow.requires_grad_(False)
+            self.endpoints = self.flow_endpoints(self.model, self.train.mean)
 
     def modules(self) -> dict[str, nn.Module]:
         return {"model": self.model}
@@ -148,8 +174,11 @@ class FlowTask:
         eps = torch.randn(self.train.mean[idx].shape, generator=generator)
         idx, eps = idx[slot * B:(slot + 1) * B], eps[slot * B:(slot + 1) * B]
         z = self.train.mean[idx] + torch.exp(0.5 * self.train.logvar[idx]) * eps
-        return {"z": z, "text": self.train_text[idx],
-                "seed": int(torch.randint(0, 2**62, (1,), generator=generator)) + slot}
+        out = {"z": z, "text": self.train_text[idx],
+               "seed": int(torch.randint(0, 2**62, (1,), generator=generator)) + slot}
+        if self.endpoints is not None:
+            out["end"] = self.endpoints[idx]
+        return out
 
     def loss(self, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         if "captions" in batch:  # streamed: the frozen encoder runs on this batch's captions
@@ -159,7 +188,35 @@ class FlowTask:
         else:
             feats, ids = self.text.feats[batch["text"]].float(), self.text.ids[batch["text"]]
         g = torch.Generator(device=self.device).manual_seed(batch["seed"])
+        if "end" in batch:
+            return self.endpoint_decoder_loss(feats, batch["end"], ids, g)
         return self.model.loss(feats, batch["z"], ids, g)
+
+    def endpoint_decoder_loss(self, feats: torch.Tensor, end: torch.Tensor, ids: torch.Tensor,
+                              g: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        """Caption loss of the decoder alone: half the batch reads the flow's endpoints, half
+        the true z_text (posterior mean) plus the usual decoder noise."""
+        dec, h = self.model.decoder, len(end) // 2
+        with torch.no_grad():
+            z_true = self.model.projector(feats[h:])[0]
+        noise = torch.randn(z_true.shape, generator=g, device=z_true.device)
+        ce_end = dec.loss(end[:h], ids[:h])
+        ce_true = dec.loss(z_true + self.cfg.text.decoder_noise * noise, ids[h:])
+        total = 0.5 * (ce_end + ce_true)
+        return total, {"loss": total.item(), "ce_endpoint": ce_end.item(),
+                       "ce_true": ce_true.item()}
+
+    @torch.no_grad()
+    def flow_endpoints(self, model: TextImageFlow, mean: torch.Tensor) -> torch.Tensor:
+        """The frozen i2t flow's Euler endpoints (z_text estimates) of image latents, as the
+        captioner computes them (the model's steps and caption guidance)."""
+        from flowtok.flow.sampler import euler_sample
+
+        fc, out = self.cfg.flow, []
+        for i in range(0, len(mean), 256):
+            x0 = model.normalize(mean[i:i + 256].to(self.device))
+            out.append(euler_sample(model.flow, x0, fc.steps, fc.caption_guidance).cpu())
+        return torch.cat(out)
 
     # ----------------------------------------------------------------------- evaluation
     @torch.no_grad()
@@ -207,6 +264,8 @@ class FlowTask:
             scores = shapes_eval.score_images(list(images), self.eval_prompts)
             metrics.update({f"shapes_{k}": float(v) for k, v in scores.items()
                             if isinstance(v, float)})
+        if self.stream is None and not self.eval_prompts:
+            metrics.update(self.training_recall(model))
         if self.direction == "i2t" and self.val is not None:
             n = min(len(self.val.mean), 300)
             caps = self.caption_latents(model, self.val.mean[:n])
@@ -217,6 +276,34 @@ class FlowTask:
                     [shapes_eval.caption_matches(c, t) for c, t in zip(caps, truth)]))
         model.train()
         return metrics
+
+    @torch.no_grad()
+    def training_recall(self, model: TextImageFlow) -> dict[str, float]:
+        """How well the model reproduces its own training pairs, in latent space (no decoding):
+        t2i: is a caption's generated latent nearest (top 1 / 5) to that caption's real latents;
+        i2t: is a training latent's caption exactly its own. On data without a compositional
+        judge (emoji: one name per emoji) this is the cheap stand-in for `flowtok eval emoji`."""
+        g = torch.Generator().manual_seed(0)
+        caps = self.train.captions
+        if self.direction == "i2t":
+            idx = torch.randperm(len(caps), generator=g)[:RECALL_SAMPLES]
+            out = self.caption_latents(model, self.train.mean[idx])
+            return {"train_caption_exact": float(np.mean(
+                [o == caps[i] for o, i in zip(out, idx.tolist())]))}
+        from flowtok.eval.emoji_eval import nearest_emoji_scores, topk_ranks
+
+        names = list(dict.fromkeys(caps))
+        index = {c: i for i, c in enumerate(names)}
+        chosen = [names[i] for i in torch.randperm(len(names), generator=g)[:RECALL_SAMPLES]]
+        feats = self.text.feats[self.text.lookup(chosen)].float()
+        K, C, fc = self.cfg.K, self.cfg.C, self.cfg.flow
+        noise = torch.randn(len(chosen), K, C, generator=g).to(self.device)
+        lat = model.text_to_latent(feats, noise, fc.steps, fc.guidance).flatten(1).float().cpu()
+        real_idx = torch.tensor([index[c] for c in caps])
+        scores = nearest_emoji_scores(lat, self.train.mean.flatten(1), real_idx, len(names))
+        ranks = topk_ranks(scores, torch.tensor([index[c] for c in chosen]))
+        return {"train_latent_top1": float((ranks < 1).float().mean()),
+                "train_latent_top5": float((ranks < 5).float().mean())}
 
     def samples(self, ema_modules: dict[str, nn.Module], step: int) -> Any:
         if self.direction != "t2i":

@@ -108,7 +108,7 @@ class TokenizerTask:
         (decoding to uint8 (S, S, 3)) streamed through its shuffle buffer.
 
         ``init``: start from these weights (its config must match ``cfg.tokenizer``). With
-        ``train_tokenizer.freeze_encoder`` the encoder stays as it starts (``init``'s, or the
+        ``train_tokenizer.decoder_only`` the encoder stays as it starts (``init``'s, or the
         fitted linear basis) and only the decoder trains, so latents that flow models were
         already trained on keep their meaning while reconstructions sharpen."""
         self.cfg, self.tcfg = cfg, cfg.train_tokenizer
@@ -129,7 +129,7 @@ class TokenizerTask:
             self.basis_stats = self.tokenizer.basis.fit(fit_on, self.tcfg.seed)
         else:
             init_output_bias(self.tokenizer, self.train_images)
-        if self.tcfg.freeze_encoder:
+        if self.tcfg.decoder_only:
             self.tokenizer.encoder.requires_grad_(False)
         self.disc = PatchDiscriminator() if self.tcfg.gan_weight > 0 else None
 
