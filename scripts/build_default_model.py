@@ -33,6 +33,8 @@ def main() -> int:
     ap.add_argument("--i2t", type=Path, required=True, help="model folder of the image->text run")
     ap.add_argument("--tokenizer", type=Path, default=None,
                     help="tokenizer folder to ship instead of the runs' (same encoder)")
+    ap.add_argument("--temperature", type=float, default=None,
+                    help="ship this text -> image sampling temperature (flow.temperature)")
     ap.add_argument("--card", type=Path, required=True, help="model card (markdown)")
     ap.add_argument("--licenses", type=Path, required=True, help="the data set's licenses/ folder")
     ap.add_argument("-o", "--out", type=Path, default=ROOT / "flowtok" / "default_model")
@@ -60,11 +62,15 @@ def main() -> int:
         if any(not torch.equal(ta[k], tt[k]) for k in kept):
             sys.exit(f"{args.tokenizer}: its encoder differs from the one the flows were "
                      "trained on (fine-tune with --decoder-only)")
+    if args.temperature is not None:
+        a.config.flow.temperature = args.temperature
     pipe = FlowTokPipeline(a.config, tokenizer, t2i=a.t2i, i2t=b.i2t)
     pipe.save_pretrained(args.out, dtype=torch.float16, model_card=args.card.read_text())
     lic = args.out / "licenses"
     shutil.copytree(args.licenses, lic, dirs_exist_ok=True)
     shutil.copy(APACHE, lic / "Apache-2.0.txt")
+    for f in [args.out, *args.out.rglob("*")]:  # temp files are private; a package is not
+        f.chmod(0o755 if f.is_dir() else 0o644)
     total = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file()) / 2**20
     print(f"{args.out}: {total:.1f} MB")
     if total > SIZE_LIMIT_MB:

@@ -1,0 +1,94 @@
+"""The shipped default model (flowtok/default_model): size, precision, licences, and that
+`flowtok generate` / `flowtok caption` use it with no flags and no network."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+from typer.testing import CliRunner
+
+from flowtok.pipeline import default_model_path
+from flowtok_cli.app import app
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "docs" / "assets" / "emoji").glob("*.png"))
+SIZE_LIMIT_MB = 60
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def model() -> Path:
+    path = default_model_path()
+    assert path is not None, "flowtok/default_model is missing (scripts/build_default_model.py)"
+    return path
+
+
+def test_default_model_is_at_most_60_mb_fp16_with_card_and_licences(model):
+    total = sum(p.stat().st_size for p in model.rglob("*") if p.is_file()) / 2**20
+    assert total <= SIZE_LIMIT_MB, total
+    weights = sorted(model.rglob("*.safetensors"))
+    assert {w.parent.name for w in weights} == {"tokenizer", "t2i", "i2t"}
+    for w in weights:
+        with safe_open(str(w), "pt") as f:
+            for k in f.keys():
+                t = f.get_tensor(k)
+                assert not t.is_floating_point() or str(t.dtype) == "torch.float16", (w, k)
+    assert not list(model.rglob("*.bin")) and not list(model.rglob("*.pt"))
+    card = (model / "model_card.md").read_text()
+    for needed in ("flowtok train tokenizer", "flowtok train flow", "PSNR", "top-5"):
+        assert needed in card, needed
+    lic = model / "licenses"
+    assert (lic / "NOTICE.md").is_file() and (lic / "Apache-2.0.txt").is_file()
+
+
+def test_default_tokenizer_reconstructs_real_emoji(model):
+    from flowtok.data.imagefolder import load_image
+    from flowtok.eval.recon import mean_psnr
+    from flowtok.tokenizer.model import Tokenizer
+    from flowtok.train.tokenizer_task import reconstruct
+
+    tok = Tokenizer.from_pretrained(model)
+    images = np.stack([load_image(p, tok.cfg.image_size) for p in EXAMPLES])
+    # held-out PSNR on the full val split is in the model card (>= 26 dB); these six include
+    # three held-out emoji
+    assert mean_psnr(reconstruct(tok, images), images) > 24.0
+
+
+def test_generate_needs_no_model_flag(tmp_path):
+    r = runner.invoke(app, ["generate", "a cat", "-o", str(tmp_path), "--json", "--seed", "0"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout[r.stdout.index("{"):])
+    from PIL import Image
+
+    img = Image.open(res["images"][0])
+    assert img.size == (64, 64)
+    assert np.asarray(img).std() > 5  # a picture, not a flat field
+
+
+def test_caption_needs_no_model_flag():
+    r = runner.invoke(app, ["caption", *map(str, EXAMPLES[:2]), "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout[r.stdout.index("{"):])
+    assert out["errors"] == [] and len(out["captions"]) == 2
+    assert all(isinstance(c["caption"], str) and c["caption"].strip() for c in out["captions"])
+
+
+@pytest.mark.slow
+def test_generate_a_cat_from_a_fresh_process_is_quick(tmp_path):
+    """The issue's bar is 10 s on the 2-core CPU including start-up; measured in the model card.
+    The bound here is looser so a busy CI machine does not fail it, but a regression (say, a
+    model rebuilt at every call) does."""
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    flowtok = Path(sys.executable).with_name("flowtok")
+    t0 = time.perf_counter()
+    subprocess.run([str(flowtok), "generate", "a cat", "-o", str(tmp_path)], check=True,
+                   env=env, capture_output=True)
+    assert time.perf_counter() - t0 < 30.0
