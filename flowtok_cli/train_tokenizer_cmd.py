@@ -75,6 +75,15 @@ def tokenizer(
         cfg = load_config(out / "config.json")
     else:
         cfg = common.resolve_cli_config(preset, config, overrides)
+    start = None
+    if init is not None:
+        from flowtok.tokenizer.model import Tokenizer
+
+        start = Tokenizer.from_pretrained(init)
+        if start.cfg != cfg.tokenizer and (preset or config or overrides):
+            common.warn(f"the tokenizer architecture comes from --init {init}; the preset/config "
+                        "supplies only the training recipe")
+        cfg.tokenizer = start.cfg
     if decoder_only:
         cfg.train_tokenizer.decoder_only = True
     if cfg.train_tokenizer.decoder_only and init is None and not cfg.tokenizer.linear_basis:
@@ -101,17 +110,6 @@ def tokenizer(
     import torch
 
     torch.manual_seed(cfg.train_tokenizer.seed)  # reproducible init (torch's own seed is random)
-    start = None
-    if init is not None:
-        from flowtok.tokenizer.model import Tokenizer
-
-        start = Tokenizer.from_pretrained(init)
-        if start.cfg != cfg.tokenizer:
-            if preset is None and config is None and not overrides:
-                cfg.tokenizer = start.cfg  # no recipe given: train the architecture we start from
-            else:
-                raise DataError(f"{init}: its tokenizer config differs from the one resolved "
-                                "here; drop --preset/--config or make the tokenizer keys match")
     task = TokenizerTask(cfg, train_images, val_images, val_captions, init=start)
     trainer = Trainer(task, cfg.train_tokenizer, out, full_config=cfg, device=device,
                       progress=not json_out and common.is_tty())

@@ -124,3 +124,38 @@ def test_upsample_head_shapes_and_zero_start():
         UpsampleHead(width=32, patch_size=8, channels=(16, 8))
     with pytest.raises(ConfigError, match="power of 2"):
         UpsampleHead(width=32, patch_size=6, channels=(16,))
+
+
+def test_cli_decoder_only_keeps_the_basis_encoder_and_init_continues_it(tmp_path):
+    """`train tokenizer --decoder-only` on a linear-basis preset, then `--init` + `--decoder-only`
+    from its model: the encoder (and basis) stay bit-identical, the decoder trains."""
+    import json
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from flowtok_cli.app import app
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i, im in enumerate(_images(48, 16)):
+        Image.fromarray(im).save(imgs / f"{i}.png")
+    runner = CliRunner()
+    common = ["train", "tokenizer", "--data", str(imgs), "--preset", "tiny", "--json",
+              "--set", "tokenizer.linear_basis=true", "--set", "train_tokenizer.max_steps=3",
+              "--decoder-only"]
+    r = runner.invoke(app, [*common, "-o", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "a" / "config.json").read_text())[
+        "train_tokenizer"]["decoder_only"] is True
+    r = runner.invoke(app, ["train", "tokenizer", "--data", str(imgs), "--json", "--decoder-only",
+                            "--preset", "tiny", "--set", "train_tokenizer.max_steps=3",
+                            "--init", str(tmp_path / "a" / "model"), "-o", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    a = Tokenizer.from_pretrained(tmp_path / "a" / "model").state_dict()
+    b = Tokenizer.from_pretrained(tmp_path / "b" / "model").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith("decoder."))
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("decoder."))
+    r = runner.invoke(app, ["train", "tokenizer", "--data", str(imgs), "--preset", "tiny",
+                            "--decoder-only", "-o", str(tmp_path / "c")])
+    assert r.exit_code == 2 and "--init" in r.output
