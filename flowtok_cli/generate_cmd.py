@@ -104,6 +104,9 @@ def generate(
     if temperature is not None:
         pipe.config.flow.temperature = temperature
     temperature = pipe.config.flow.temperature
+    if n > 1 and temperature == 0:
+        common.warn("temperature 0 draws the same image for every seed; pass --temperature 0.5 "
+                    "(or more) for variety")
     from tqdm.auto import tqdm
 
     total = len(prompts) * n

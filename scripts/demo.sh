@@ -8,8 +8,9 @@ FT=.venv/bin/flowtok
 OUT=${OUT:-out/demo}
 mkdir -p "$OUT"
 $FT doctor
-if $FT --help | grep -q " generate " && .venv/bin/python -c "import flowtok.pipeline as p; raise SystemExit(0 if p.default_model_path() else 1)" 2>/dev/null; then
-    $FT generate "a cat" -n 4 --seed 0 -o "$OUT/generate" --grid
+if .venv/bin/python -c "import flowtok.pipeline as p; raise SystemExit(0 if p.default_model_path() else 1)"; then
+    $FT generate "a cat" -o "$OUT/generate"
+    $FT generate --prompts docs/assets/readme_prompts.txt --grid --seed 0 -o "$OUT/readme"
     $FT caption "$OUT"/generate/00000_*.png docs/assets/emoji/*.png
 else
     $FT data shapes -o "$OUT/shapes" --n 500 --size 32 --seed 0

@@ -92,3 +92,17 @@ def test_generate_a_cat_from_a_fresh_process_is_quick(tmp_path):
     subprocess.run([str(flowtok), "generate", "a cat", "-o", str(tmp_path)], check=True,
                    env=env, capture_output=True)
     assert time.perf_counter() - t0 < 30.0
+
+
+def test_temperature_zero_repeats_the_image_and_says_so(tmp_path):
+    r = runner.invoke(app, ["generate", "a cat", "-n", "2", "-o", str(tmp_path / "t0"), "--json"])
+    assert r.exit_code == 0 and "temperature 0" in r.output
+    a, b = json.loads(r.stdout[r.stdout.index("{"):])["images"]
+    from PIL import Image
+
+    assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+    r = runner.invoke(app, ["generate", "a cat", "-n", "2", "--temperature", "1", "-o",
+                            str(tmp_path / "t1"), "--json"])
+    assert r.exit_code == 0 and "temperature 0" not in r.output
+    a, b = json.loads(r.stdout[r.stdout.index("{"):])["images"]
+    assert not np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
