@@ -233,9 +233,9 @@ class LightRefine(nn.Module):
 class UpsampleHead(nn.Module):
     """Decoder tokens on the patch grid -> RGB through x2 (nearest upsample, 3x3 conv, GELU)
     stages, added to the linear pixel head. A linear head must emit each p x p patch from one
-    token on its own; the convolutions see neighbouring patches and build detail coarse to fine,
-    which on 64 px emoji learned much faster per CPU-minute (benchmarks/RESULTS.md). The last conv
-    is zero-initialised, so the head starts as the identity on the linear path."""
+    token on its own; the convolutions see neighbouring patches and could build detail coarse to
+    fine. Measured on 64 px emoji it did not help at equal CPU time (benchmarks/RESULTS.md), so
+    every preset leaves it off. The last conv is zero-initialised: the head starts as a no-op."""
 
     def __init__(self, width: int, patch_size: int, channels: tuple[int, ...]):
         super().__init__()

@@ -126,7 +126,7 @@ class TokenizerTask:
             fit_on = uint8_to_float(self.train_images)
             if self.tcfg.hflip:
                 fit_on = torch.cat([fit_on, fit_on.flip(-1)])
-            self.basis_stats = self.tokenizer.basis.fit(fit_on, self.tcfg.seed)
+            self.tokenizer.basis.fit(fit_on, self.tcfg.seed)  # a resume reloads it
         else:
             init_output_bias(self.tokenizer, self.train_images)
         if self.tcfg.decoder_only:
