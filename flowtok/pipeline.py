@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flowtok.atomic import open_to_umask
 from flowtok.config import FlowTokConfig, load_config, save_config
 from flowtok.errors import CheckpointError, ConfigError
 from flowtok.flow.model import TextImageFlow
@@ -52,6 +53,7 @@ def _save_state(module: torch.nn.Module, path: Path, dtype: torch.dtype | None) 
     os.close(fd)
     try:
         save_file(state, tmp)
+        open_to_umask(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -147,6 +149,7 @@ class FlowTokPipeline:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
         try:
+            open_to_umask(tmp)
             save_config(self.config, tmp / "config.json")
             self.tokenizer.save_pretrained(tmp / "tokenizer")
             if dtype is not None:  # store the tokenizer in the same precision as the rest

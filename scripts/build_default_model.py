@@ -69,8 +69,6 @@ def main() -> int:
     lic = args.out / "licenses"
     shutil.copytree(args.licenses, lic, dirs_exist_ok=True)
     shutil.copy(APACHE, lic / "Apache-2.0.txt")
-    for f in [args.out, *args.out.rglob("*")]:  # temp files are private; a package is not
-        f.chmod(0o755 if f.is_dir() else 0o644)
     total = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file()) / 2**20
     print(f"{args.out}: {total:.1f} MB")
     if total > SIZE_LIMIT_MB:

@@ -168,3 +168,20 @@ def test_caption_cli_reports_unreadable_files_and_exits_1(model_dir, tmp_path):
 def test_missing_model_folder_is_a_runtime_error(tmp_path):
     r = runner.invoke(app, ["generate", "a cat", "--model", str(tmp_path / "none")])
     assert r.exit_code == 1 and "not a folder" in r.output
+
+
+def test_saved_folders_get_the_umask_mode_not_the_private_temp_mode(model_dir, tmp_path):
+    """Folders and files are written through mkdtemp/mkstemp (0700 / 0600) and renamed; a saved
+    model must be readable like any file the user writes (a package ships it to other users)."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        FlowTokPipeline.from_pretrained(model_dir, device="cpu").save_pretrained(
+            tmp_path / "m", dtype=torch.float16)
+    finally:
+        os.umask(old)
+    paths = [tmp_path / "m", *(tmp_path / "m").rglob("*")]
+    assert any(p.is_dir() for p in paths[1:]) and any(p.is_file() for p in paths)
+    for p in paths:
+        assert p.stat().st_mode & 0o777 == (0o755 if p.is_dir() else 0o644), p

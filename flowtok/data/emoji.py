@@ -32,6 +32,7 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from flowtok.atomic import open_to_umask
 from flowtok.errors import ConfigError, DataError
 
 # Pinned so that a data set is reproducible; the packages' own version goes into dataset.json.
@@ -408,7 +409,7 @@ def build_emoji_dataset(
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
         try:
-            staging.chmod(0o777 & ~_current_umask())  # mkdtemp makes it private (0700)
+            open_to_umask(staging)  # mkdtemp makes it private (0700)
             summary = _write_dataset(staging, entries, splits, roots, cfg, progress)
             _swap_into_place(staging, out)
         except BaseException:
@@ -516,12 +517,6 @@ def _write_licenses(folder: Path, roots: dict[str, Path], cfg: EmojiDataConfig) 
         "",
     ]
     _write_file(folder / "NOTICE.md", "\n".join(lines).encode("utf-8"))
-
-
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _swap_into_place(staging: Path, out: Path) -> None:

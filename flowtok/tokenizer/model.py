@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import flowtok_kernels
+from flowtok.atomic import open_to_umask
 from flowtok.config import (
     CONFIG_VERSION,
     FlowTokConfig,
@@ -258,7 +259,7 @@ class UpsampleHead(nn.Module):
 
     def forward(self, tokens: torch.Tensor, grid: int) -> torch.Tensor:
         """tokens (B, grid*grid, W) -> (B, 3, grid p, grid p)."""
-        B, N, _ = tokens.shape
+        B = tokens.shape[0]
         x = self.proj(tokens).transpose(1, 2).reshape(B, -1, grid, grid)
         return self.out(self.stages(x))
 
@@ -452,6 +453,7 @@ class Tokenizer(nn.Module):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
         try:
+            open_to_umask(tmp)
             state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
             save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
             cfg_text = json.dumps({"version": CONFIG_VERSION, "tokenizer": to_dict(self.cfg)},
