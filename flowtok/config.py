@@ -74,6 +74,10 @@ class TextConfig:
     # (normalised) image latent, which also pulls z_text towards its image: a shorter flow path
     align_target: str = "text"
     align_hidden: int = 512  # MLP 768->512->512->C in the paper
+    # text -> image: weight of a mean-squared pull of z_text's mean onto its (normalised) image
+    # latent. The flow then starts next to its target and only corrects the rest, which a small
+    # model fits in far fewer steps (benchmarks/RESULTS.md, emoji text -> image)
+    align_mse_weight: float = 0.0
     caption_weight: float = 1.0  # cross-entropy weight of the caption decoder (image-to-text)
     decoder_noise: float = 0.0  # std of noise on z_text while training the decoder (robust to flow errors)
     decoder_depth: int = 2  # caption decoder blocks (paper: 6)
@@ -105,6 +109,11 @@ class FlowConfig:
     temperature: float = 1.0
     steps: int = 20  # default Euler steps
     normalize_latents: bool = False  # per-channel latent normalisation (stats stored in model)
+    # what the statistics are per: "channel" (C; every token of a channel shares them) or
+    # "element" (K x C). With an ordered basis (tokenizer.linear_basis) token 0 holds most of the
+    # variance, so per-channel statistics leave the later tokens tiny and the flow never learns
+    # them (emoji64: error = variance on tokens 2-31); per element each one has unit variance
+    latent_stats: str = "channel"
 
 
 @dataclass
@@ -136,6 +145,9 @@ class TrainConfig:
     # train the decoder alone: tokenizer - the encoder stays as it starts (latents keep their
     # meaning); i2t flow - the caption decoder learns from the frozen flow's own endpoints
     decoder_only: bool = False
+    # text -> image: each step every caption is put into one of these templates at random
+    # ("{}" = the caption as is, "{a}" = "a" or "an"), so "a cat" means what "cat" means
+    caption_templates: tuple[str, ...] = ()
     grad_accum: int = 1  # micro-batches per step: global batch = batch_size x world size x grad_accum
     parallel: str = "ddp"  # under torchrun: ddp (replicas) | fsdp (FSDP2 fully_shard, for the H preset)
 

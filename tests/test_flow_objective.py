@@ -152,6 +152,41 @@ def test_latent_normalisation_round_trips():
     assert torch.allclose(m.denormalize(n), lat, atol=1e-4)
 
 
+def test_per_element_statistics_give_every_token_unit_variance(tmp_path):
+    """An ordered basis puts most variance in token 0: per-channel statistics leave the later
+    tokens near zero, per-element ones scale each (token, channel) to unit variance, and the
+    (K, C) buffers survive a save/load."""
+    from flowtok.pipeline import FlowTokPipeline
+    from flowtok.tokenizer.model import Tokenizer
+
+    cfg = load_preset("tiny")
+    cfg.flow.normalize_latents = True
+    token_scale = torch.logspace(1, -1, cfg.K)[:, None]  # token 0 ten times, the last a tenth
+    lat = torch.randn(400, cfg.K, cfg.C) * token_scale + 2
+    per_channel = TextImageFlow(cfg, "t2i")
+    per_channel.set_latent_stats(lat)
+    assert per_channel.normalize(lat)[:, -1].std() < 0.05  # the last token all but vanishes
+    cfg.flow.latent_stats = "element"
+    m = TextImageFlow(cfg, "t2i")
+    m.set_latent_stats(lat)
+    n = m.normalize(lat)
+    assert m.latent_std.shape == (cfg.K, cfg.C)
+    assert n.mean(0).abs().max() < 1e-4 and (n.std(0) - 1).abs().max() < 1e-3
+    assert torch.allclose(m.denormalize(n), lat, atol=1e-4)
+    FlowTokPipeline(cfg, Tokenizer(cfg.tokenizer), t2i=m).save_pretrained(tmp_path / "m")
+    back = FlowTokPipeline.from_pretrained(tmp_path / "m", device="cpu").t2i
+    assert torch.equal(back.latent_std, m.latent_std)
+
+
+def test_unknown_latent_statistics_are_a_config_error():
+    from flowtok.errors import ConfigError
+
+    cfg = load_preset("tiny")
+    cfg.flow.latent_stats = "token"
+    with pytest.raises(ConfigError, match="latent_stats"):
+        TextImageFlow(cfg, "t2i")
+
+
 def test_fused_dit_blocks_equal_the_plain_dit_formula():
     """The residual+LayerNorm+modulate fusion must not change the DiT computation."""
     import torch.nn.functional as F
@@ -218,3 +253,23 @@ def test_image_alignment_prefers_true_pairs_and_leaves_the_image_alone():
     assert matched < 0.1 < shuffled  # z_text close to its own image latent: near-zero loss
     matched.backward()
     assert image.grad is None  # only the text side learns from the alignment
+
+
+def test_mse_alignment_pulls_the_text_mean_onto_its_normalised_image_latent():
+    from flowtok.config import apply_overrides
+
+    cfg = apply_overrides(load_preset("tiny"), ["text.align_mse_weight=2.0", "text.align_weight=0"])
+    model = TextImageFlow(cfg, "t2i").eval()  # no projector dropout: two calls agree
+    g = torch.Generator().manual_seed(0)
+    model.set_latent_stats(3 + 2 * torch.randn(16, cfg.K, cfg.C, generator=g))
+    feats = torch.randn(4, cfg.K, cfg.text.feature_dim, generator=g)
+    z_img = 3 + 2 * torch.randn(4, cfg.K, cfg.C, generator=g)
+    total, logs = model.loss(feats, z_img, generator=torch.Generator().manual_seed(1))
+    mean, _ = model.projector(feats)
+    expected = (mean - model.normalize(z_img)).pow(2).mean()
+    assert logs["align_mse"] == pytest.approx(expected.item(), rel=1e-5)
+    # the total is flow + KL + 2 x MSE (contrastive alignment off)
+    rest = logs["flow"] + cfg.text.kl_weight * logs["kl"]
+    assert total.item() == pytest.approx(rest + 2.0 * logs["align_mse"], rel=1e-5)
+    off = TextImageFlow(apply_overrides(load_preset("tiny"), ["text.align_weight=0"]), "t2i")
+    assert "align_mse" not in off.loss(feats, z_img, generator=torch.Generator())[1]

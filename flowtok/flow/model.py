@@ -21,6 +21,7 @@ from flowtok.text.decoder import CaptionDecoder
 from flowtok.text.projector import TextProjector, gaussian_kl
 
 DIRECTIONS = ("t2i", "i2t")
+LATENT_STATS = ("channel", "element")
 
 
 class TextImageFlow(nn.Module):
@@ -34,8 +35,12 @@ class TextImageFlow(nn.Module):
         K, C = cfg.K, cfg.C
         self.projector = TextProjector(cfg.text, K, C)
         self.flow = FlowTransformer(cfg.flow, K, C)
-        self.register_buffer("latent_mean", torch.zeros(C))
-        self.register_buffer("latent_std", torch.full((C,), 1.0 / cfg.tokenizer.scale_factor))
+        if cfg.flow.latent_stats not in LATENT_STATS:
+            raise ConfigError(f"flow.latent_stats must be one of {LATENT_STATS}, got "
+                              f"{cfg.flow.latent_stats!r}")
+        shape = (C,) if cfg.flow.latent_stats == "channel" else (K, C)
+        self.register_buffer("latent_mean", torch.zeros(shape))
+        self.register_buffer("latent_std", torch.full(shape, 1.0 / cfg.tokenizer.scale_factor))
         self.decoder = None
         if direction == "i2t":
             if vocab_ids is None:
@@ -44,9 +49,10 @@ class TextImageFlow(nn.Module):
 
     # ----------------------------------------------------------------------- latent normalisation
     def set_latent_stats(self, latents: torch.Tensor) -> None:
-        """Measure per-channel statistics on training latents (n, K, C); or keep the scale factor."""
+        """Measure per-channel (or per-element) statistics on training latents (n, K, C); or
+        keep the scale factor."""
         if self.cfg.flow.normalize_latents:
-            flat = latents.float().reshape(-1, latents.shape[-1])
+            flat = latents.float().reshape(-1, *self.latent_mean.shape)  # (n or n K, C or K C)
             self.latent_mean.copy_(flat.mean(0))
             self.latent_std.copy_(flat.std(0).clamp(min=1e-4))
 
@@ -84,6 +90,10 @@ class TextImageFlow(nn.Module):
             la = self.projector.alignment_loss(feats, z_text, image)
             total = total + tc.align_weight * la
             logs["align"] = la.item()
+        if tc.align_mse_weight > 0 and self.direction == "t2i":
+            lm = (mean - x_img.detach()).pow(2).mean()
+            total = total + tc.align_mse_weight * lm
+            logs["align_mse"] = lm.item()
         if self.direction == "i2t":
             z_dec = z_text
             if tc.decoder_noise > 0:  # the decoder will read the flow's output, not the true z_text

@@ -126,9 +126,22 @@ class FlowTask:
         if self.stream is not None:
             train = stream_head(self.stream)
         self.train, self.val, self.eval_prompts = train, val, eval_prompts
-        all_caps = train.captions + (val.captions if val else []) + (eval_prompts or [])
+        self.templates = tuple(self.tcfg.caption_templates)
+        if self.templates:
+            from flowtok.errors import ConfigError
+            from flowtok.text.templates import check_templates
+
+            check_templates(self.templates)
+            if direction != "t2i":
+                raise ConfigError("train_flow.caption_templates is for --task t2i (an image -> "
+                                  "text model would learn to write the templates)")
+        variants = [self.variants(c) for c in train.captions]  # (n, T) captions
+        all_caps = ([v for vs in variants for v in vs] + train.captions + (val.captions if val else [])
+                    + (eval_prompts or []))
         self.text = TextCache(self.encoder, all_caps, self.device)
-        self.train_text = self.text.lookup(train.captions)
+        # (n, T) cache rows: column j = template j of the training caption
+        self.train_text = torch.stack([self.text.lookup(vs) for vs in variants]) if variants \
+            else torch.zeros(0, 1, dtype=torch.long)
         vocab = None
         if direction == "i2t":
             vocab = caption_vocabulary(self.text.ids, self.encoder.tokenizer.special_ids)
@@ -155,6 +168,12 @@ class FlowTask:
             self.model.flow.requires_grad_(False)
             self.endpoints = self.flow_endpoints(self.model, self.train.mean)
 
+    def variants(self, caption: str) -> list[str]:
+        """The caption in every training template (just the caption without templates)."""
+        from flowtok.text.templates import apply_template
+
+        return [apply_template(t, caption) for t in self.templates] or [caption]
+
     def modules(self) -> dict[str, nn.Module]:
         return {"model": self.model}
 
@@ -168,17 +187,28 @@ class FlowTask:
             mean, logvar = torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows])
             eps = torch.randn((B * slots, *mean.shape[1:]), generator=generator)
             z = mean + torch.exp(0.5 * logvar) * eps[slot * B:(slot + 1) * B]
-            return {"z": z, "captions": [r[2] for r in rows],
+            pick = self.pick_templates(B * slots, generator)[slot * B:(slot + 1) * B]
+            captions = [self.variants(r[2])[j] for r, j in zip(rows, pick.tolist())]
+            return {"z": z, "captions": captions,
                     "seed": int(torch.randint(0, 2**62, (1,), generator=generator)) + slot}
         idx = epoch_indices(len(self.train.mean), B * slots, step, self.tcfg.seed)
         eps = torch.randn(self.train.mean[idx].shape, generator=generator)
-        idx, eps = idx[slot * B:(slot + 1) * B], eps[slot * B:(slot + 1) * B]
+        pick = self.pick_templates(B * slots, generator)
+        idx, eps, pick = (idx[slot * B:(slot + 1) * B], eps[slot * B:(slot + 1) * B],
+                          pick[slot * B:(slot + 1) * B])
         z = self.train.mean[idx] + torch.exp(0.5 * self.train.logvar[idx]) * eps
-        out = {"z": z, "text": self.train_text[idx],
+        out = {"z": z, "text": self.train_text[idx, pick],
                "seed": int(torch.randint(0, 2**62, (1,), generator=generator)) + slot}
         if self.endpoints is not None:
             out["end"] = self.endpoints[idx]
         return out
+
+    def pick_templates(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """(n,) template columns for a global batch; no draw at all without templates, so
+        runs without them keep their random stream."""
+        if not self.templates:
+            return torch.zeros(n, dtype=torch.long)
+        return torch.randint(0, len(self.templates), (n,), generator=generator)
 
     def loss(self, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         if "captions" in batch:  # streamed: the frozen encoder runs on this batch's captions
@@ -302,8 +332,15 @@ class FlowTask:
         real_idx = torch.tensor([index[c] for c in caps])
         scores = nearest_emoji_scores(lat, self.train.mean.flatten(1), real_idx, len(names))
         ranks = topk_ranks(scores, torch.tensor([index[c] for c in chosen]))
+        # how far the sample lands from its nearest own latent, relative to that latent's norm:
+        # retrieval can be right while the picture is still a blur of its neighbours
+        own = torch.tensor([index[c] for c in chosen])
+        nearest = -scores.gather(1, own[:, None]).squeeze(1)
+        first = {c: i for i, c in reversed(list(enumerate(caps)))}
+        norm = self.train.mean.flatten(1)[[first[c] for c in chosen]].norm(dim=1)
         return {"train_latent_top1": float((ranks < 1).float().mean()),
-                "train_latent_top5": float((ranks < 5).float().mean())}
+                "train_latent_top5": float((ranks < 5).float().mean()),
+                "train_latent_rel_err": float((nearest / norm).median())}
 
     def samples(self, ema_modules: dict[str, nn.Module], step: int) -> Any:
         if self.direction != "t2i":

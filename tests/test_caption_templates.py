@@ -1,0 +1,80 @@
+"""Caption templates for text -> image training (train_flow.caption_templates)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from flowtok.config import apply_overrides, load_preset
+from flowtok.errors import ConfigError
+from flowtok.text.templates import apply_template, check_templates
+from flowtok.tokenizer.model import Tokenizer
+
+TINY32 = ["tokenizer.image_size=32", "tokenizer.patch_size=8"]
+
+
+def test_templates_fill_the_caption_and_the_article():
+    assert apply_template("{a} {}", "cat") == "a cat"
+    assert apply_template("{a} {} emoji", "owl") == "an owl emoji"
+    assert apply_template("{}", "Red apple") == "Red apple"
+    assert apply_template("{a} {}", "Umbrella") == "an Umbrella"
+
+
+@pytest.mark.parametrize("bad", ["a cat", "{} and {}", "{a}"])
+def test_a_template_without_exactly_one_caption_slot_is_refused(bad):
+    with pytest.raises(ConfigError, match="exactly once"):
+        check_templates([bad])
+
+
+@pytest.fixture()
+def emoji_like(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, name in enumerate(["owl", "cat", "apple", "dog"]):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        rows.append(json.dumps({"file_name": f"{i}.png", "text": name}))
+    (tmp_path / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+    torch.manual_seed(0)
+    cfg = apply_overrides(load_preset("tiny"), TINY32)
+    Tokenizer(cfg.tokenizer).save_pretrained(tmp_path / "tok")
+    return tmp_path
+
+
+def _task(root, direction, templates):
+    from flowtok.text.encoders import build_text_encoder
+    from flowtok.train.flow_task import FlowTask, latents_from_folder
+
+    cfg = apply_overrides(load_preset("tiny"), TINY32 + [
+        "train_flow.caption_templates=" + json.dumps(templates), "train_flow.batch_size=4"])
+    tok = Tokenizer.from_pretrained(root / "tok")
+    train = latents_from_folder(tok, root)
+    enc = build_text_encoder(cfg.text.encoder, cfg.K, cfg.text.feature_dim, None)
+    return FlowTask(cfg, direction, tok, enc, train)
+
+
+def test_each_sample_reads_its_own_caption_in_a_random_template(emoji_like):
+    task = _task(emoji_like, "t2i", ["{}", "{a} {}", "{} emoji"])
+    names = {i: c for c, i in task.text.index.items()}
+    assert {"an owl", "a cat", "apple emoji", "dog"} <= set(task.text.index)
+    seen = set()
+    for step in range(8):
+        b = task.batch(step, torch.Generator().manual_seed(step))
+        for z, t in zip(b["z"], b["text"].tolist()):
+            own = int((task.train.mean - z).flatten(1).norm(dim=1).argmin())  # z is near its mean
+            assert names[t] in task.variants(task.train.captions[own])
+            seen.add(names[t])
+    assert len(seen) > 6  # several templates of several captions, not one fixed wording
+
+
+def test_templates_are_refused_for_image_to_text(emoji_like):
+    with pytest.raises(ConfigError, match="t2i"):
+        _task(emoji_like, "i2t", ["{a} {}"])
+
+
+def test_without_templates_every_sample_reads_its_bare_caption(emoji_like):
+    task = _task(emoji_like, "t2i", [])
+    b = task.batch(0, torch.Generator().manual_seed(0))
+    names = {i: c for c, i in task.text.index.items()}
+    assert set(names[t] for t in b["text"].tolist()) <= set(task.train.captions)
