@@ -77,4 +77,4 @@ def test_without_templates_every_sample_reads_its_bare_caption(emoji_like):
     task = _task(emoji_like, "t2i", [])
     b = task.batch(0, torch.Generator().manual_seed(0))
     names = {i: c for c, i in task.text.index.items()}
-    assert set(names[t] for t in b["text"].tolist()) <= set(task.train.captions)
+    assert {names[t] for t in b["text"].tolist()} <= set(task.train.captions)
