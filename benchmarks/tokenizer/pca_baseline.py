@@ -41,7 +41,7 @@ def main() -> None:
         basis = LinearBasis(args.size, num_tokens=n, channels=1)
         stats = basis.fit(fit_on)
 
-        def recon(images: np.ndarray) -> np.ndarray:
+        def recon(images: np.ndarray, basis: LinearBasis = basis) -> np.ndarray:
             x = uint8_to_float(torch.from_numpy(images))
             return to_uint8(basis.decode(basis.encode(x), args.size).clamp(-1, 1))
 
