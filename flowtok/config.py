@@ -75,8 +75,8 @@ class TextConfig:
     align_target: str = "text"
     align_hidden: int = 512  # MLP 768->512->512->C in the paper
     # text -> image: weight of a mean-squared pull of z_text's mean onto its (normalised) image
-    # latent. The flow then starts next to its target and only corrects the rest, which a small
-    # model fits in far fewer steps (benchmarks/RESULTS.md, emoji text -> image)
+    # latent, meant to shorten the flow's path; on emoji64 it did not fit faster (600-step runs,
+    # benchmarks/RESULTS.md), so the presets leave it off
     align_mse_weight: float = 0.0
     caption_weight: float = 1.0  # cross-entropy weight of the caption decoder (image-to-text)
     decoder_noise: float = 0.0  # std of noise on z_text while training the decoder (robust to flow errors)
@@ -111,8 +111,9 @@ class FlowConfig:
     normalize_latents: bool = False  # per-channel latent normalisation (stats stored in model)
     # what the statistics are per: "channel" (C; every token of a channel shares them) or
     # "element" (K x C). With an ordered basis (tokenizer.linear_basis) token 0 holds most of the
-    # variance, so per-channel statistics leave the later tokens tiny and the flow never learns
-    # them (emoji64: error = variance on tokens 2-31); per element each one has unit variance
+    # variance and per-channel statistics keep that weighting (the loss is then pixel MSE); per
+    # element every (token, channel) has unit variance. On emoji64 per element learned every
+    # token more slowly (700-step runs, benchmarks/RESULTS.md), so the presets keep "channel"
     latent_stats: str = "channel"
 
 
@@ -130,7 +131,7 @@ class TrainConfig:
     schedule: str = "cosine"  # cosine | constant
     grad_clip: float = 1.0
     ema_decay: float = 0.999  # 0 disables EMA
-    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 (also on a CPU)
     seed: int = 0
     log_every: int = 50
     eval_every: int = 500

@@ -174,3 +174,25 @@ def test_time_box_stops_cleanly_with_a_checkpoint(tmp_path):
                      device="cpu", progress=False).fit(max_minutes=0.0)
     assert result["stopped"] == "time" and result["step"] == 0
     assert latest_checkpoint(tmp_path).name == "step_0"
+
+
+class _DtypeProbe(_ToyTask):
+    """Records the dtype the linear layer computes in (bf16 under CPU autocast)."""
+
+    seen: list
+
+    def loss(self, batch, step):
+        x, y = batch
+        out = self.lin(x)
+        self.seen = [*getattr(self, "seen", []), out.dtype]
+        return ((out.float() - y) ** 2).mean(), {}
+
+
+@pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("auto", torch.float32),
+                                              ("fp32", torch.float32)])
+def test_cpu_precision_bf16_autocasts_and_auto_stays_fp32(tmp_path, precision, dtype):
+    task = _DtypeProbe()
+    result = Trainer(task, _toy_cfg(precision=precision, max_steps=60), tmp_path,
+                     full_config=load_preset("tiny"), device="cpu", progress=False).fit()
+    assert set(task.seen) == {dtype}
+    assert result["eval"]["w"] == pytest.approx(3.0, abs=0.1)  # and it still trains

@@ -126,10 +126,17 @@ class Trainer:
         return {k: e.module for k, e in self.ema.items()} if self.ema else self.modules
 
     def _autocast(self):
-        use_bf16 = self.device.type == "cuda" and self.cfg.precision in ("auto", "bf16")
-        if self.cfg.precision == "bf16" and self.device.type != "cuda":
-            raise ConfigError("train.precision bf16 needs a CUDA device; use auto or fp32 on CPU")
-        return torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
+        """bf16 autocast on CUDA (auto or bf16) and, asked for, on a CPU: ``auto`` stays fp32
+        there because CPUs without AVX512-BF16/AMX run bf16 matmuls slower, not faster (an
+        AVX512-BF16 EPYC ran the emoji64 flow step 1.9x faster in bf16)."""
+        p, dev = self.cfg.precision, self.device.type
+        if dev == "cuda" and p in ("auto", "bf16"):
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if p == "bf16":
+            if dev != "cpu":
+                raise ConfigError(f"train.precision bf16 is for CUDA or CPU devices, not {dev}")
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return nullcontext()
 
     def _log(self, record: dict[str, Any]) -> None:
         if not self.scale.is_main:
