@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors import safe_open
 from typer.testing import CliRunner
 
@@ -71,6 +72,20 @@ def test_generate_needs_no_model_flag(tmp_path):
     img = Image.open(res["images"][0])
     assert img.size == (64, 64)
     assert np.asarray(img).std() > 5  # a picture, not a flat field
+
+
+def test_a_cat_looks_most_like_the_cat_among_the_example_emoji(model):
+    """"a cat" is not a training caption ("cat" is): the caption templates map it to the cat.
+    Nearest in the tokenizer's latent space among the six shipped example images."""
+    from flowtok.data.imagefolder import load_image
+    from flowtok.eval.emoji_eval import image_latents
+    from flowtok.pipeline import FlowTokPipeline
+
+    pipe = FlowTokPipeline.from_pretrained(model, device="cpu")
+    made = image_latents(pipe, [np.asarray(pipe("a cat", seed=0)[0])])
+    reals = image_latents(pipe, [load_image(p, 64) for p in EXAMPLES])
+    nearest = EXAMPLES[int(torch.cdist(made, reals).argmin())]
+    assert nearest.name == "1f408_google.png", nearest.name
 
 
 def test_caption_needs_no_model_flag():
