@@ -332,8 +332,8 @@ class FlowTask:
         real_idx = torch.tensor([index[c] for c in caps])
         scores = nearest_emoji_scores(lat, self.train.mean.flatten(1), real_idx, len(names))
         ranks = topk_ranks(scores, torch.tensor([index[c] for c in chosen]))
-        # how far the sample lands from its nearest own latent, relative to that latent's norm:
-        # retrieval can be right while the picture is still a blur of its neighbours
+        # how far the sample lands from its nearest own latent, relative to the norm of the
+        # caption's first latent: retrieval can be right while the picture is still a blur
         own = torch.tensor([index[c] for c in chosen])
         nearest = -scores.gather(1, own[:, None]).squeeze(1)
         first = {c: i for i, c in reversed(list(enumerate(caps)))}

@@ -126,9 +126,9 @@ class Trainer:
         return {k: e.module for k, e in self.ema.items()} if self.ema else self.modules
 
     def _autocast(self):
-        """bf16 autocast on CUDA (auto or bf16) and, asked for, on a CPU: ``auto`` stays fp32
-        there because CPUs without AVX512-BF16/AMX run bf16 matmuls slower, not faster (an
-        AVX512-BF16 EPYC ran the emoji64 flow step 1.9x faster in bf16)."""
+        """bf16 autocast on CUDA (auto or bf16) and, asked for, on a CPU. ``auto`` stays fp32
+        there: whether bf16 pays depends on the CPU's bf16 units (AVX512-BF16, AMX); measured,
+        an AVX512-BF16 EPYC ran the emoji64 flow step 1.9x faster in bf16."""
         p, dev = self.cfg.precision, self.device.type
         if dev == "cuda" and p in ("auto", "bf16"):
             return torch.autocast("cuda", dtype=torch.bfloat16)
