@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 
 from flowtok.config import load_config
-from flowtok.flow.sampler import euler_sample
 from flowtok.pipeline import load_direction
 from flowtok.text.encoders import build_text_encoder
 from flowtok.tokenizer.model import Tokenizer
@@ -47,7 +46,7 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     idx = torch.randperm(len(train.captions), generator=g)[:N]
     truth = torch.tensor([text.index[train.captions[i]] for i in idx.tolist()])
-    end = euler_sample(model.flow, model.normalize(train.mean[idx]), a.steps, 1.0)
+    end = model.latent_to_text_latent(train.mean[idx], a.steps)
     err = (end - zt[truth]).pow(2).mean().sqrt()
     d = torch.cdist(end.flatten(1), zt.flatten(1), compute_mode="donot_use_mm_for_euclid_dist")
     rank = (d < d.gather(1, truth[:, None])).sum(1)

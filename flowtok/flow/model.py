@@ -127,7 +127,13 @@ class TextImageFlow(nn.Module):
         return self.denormalize(x1)
 
     @torch.no_grad()
+    def latent_to_text_latent(self, z_img: torch.Tensor, steps: int,
+                              guidance: float = 1.0) -> torch.Tensor:
+        """Image latent (B, K, C) -> the flow's z_text estimate (B, K, C), the caption decoder's
+        input."""
+        return euler_sample(self.flow, self.normalize(z_img), steps, guidance)
+
+    @torch.no_grad()
     def latent_to_ids(self, z_img: torch.Tensor, steps: int, guidance: float = 1.0) -> torch.Tensor:
         """Image latent (B, K, C) -> caption token ids (B, K) of the text encoder."""
-        z_text = euler_sample(self.flow, self.normalize(z_img), steps, guidance)
-        return self.decoder.decode(z_text)
+        return self.decoder.decode(self.latent_to_text_latent(z_img, steps, guidance))

@@ -240,12 +240,10 @@ class FlowTask:
     def flow_endpoints(self, model: TextImageFlow, mean: torch.Tensor) -> torch.Tensor:
         """The frozen i2t flow's Euler endpoints (z_text estimates) of image latents, as the
         captioner computes them (the model's steps and caption guidance)."""
-        from flowtok.flow.sampler import euler_sample
-
         fc, out = self.cfg.flow, []
         for i in range(0, len(mean), 256):
-            x0 = model.normalize(mean[i:i + 256].to(self.device))
-            out.append(euler_sample(model.flow, x0, fc.steps, fc.caption_guidance).cpu())
+            out.append(model.latent_to_text_latent(mean[i:i + 256].to(self.device), fc.steps,
+                                                   fc.caption_guidance).cpu())
         return torch.cat(out)
 
     # ----------------------------------------------------------------------- evaluation
@@ -331,10 +329,10 @@ class FlowTask:
         lat = model.text_to_latent(feats, noise, fc.steps, fc.guidance).flatten(1).float().cpu()
         real_idx = torch.tensor([index[c] for c in caps])
         scores = nearest_emoji_scores(lat, self.train.mean.flatten(1), real_idx, len(names))
-        ranks = topk_ranks(scores, torch.tensor([index[c] for c in chosen]))
+        own = torch.tensor([index[c] for c in chosen])
+        ranks = topk_ranks(scores, own)
         # how far the sample lands from its nearest own latent, relative to the norm of the
         # caption's first latent: retrieval can be right while the picture is still a blur
-        own = torch.tensor([index[c] for c in chosen])
         nearest = -scores.gather(1, own[:, None]).squeeze(1)
         first = {c: i for i, c in reversed(list(enumerate(caps)))}
         norm = self.train.mean.flatten(1)[[first[c] for c in chosen]].norm(dim=1)
