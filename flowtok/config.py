@@ -52,6 +52,9 @@ class TokenizerConfig:
     text_guidance: bool = False  # text-aware decoder (paper): decoder also sees text tokens
     text_dim: int = 384  # feature width of the guiding text encoder
     scale_factor: float = 1.0  # latents are multiplied by this before the flow model
+    # RGB that transparent pixels are composited over when images are read for this tokenizer:
+    # the training data's background (black shapes, white emoji)
+    background: tuple[int, int, int] = (0, 0, 0)
 
 
 @dataclass

@@ -233,7 +233,8 @@ class FlowTokPipeline:
         if self.i2t is None:
             raise CheckpointError("this model folder has no image-to-text component (i2t/)")
         size = self.tokenizer.cfg.image_size
-        arr = np.stack([_as_uint8(im, size) for im in images])  # (B, H, W, 3) uint8
+        bg = self.tokenizer.cfg.background
+        arr = np.stack([_as_uint8(im, size, bg) for im in images])  # (B, H, W, 3) uint8
         z = self.tokenizer.encode(torch.from_numpy(arr)).mean
         steps = num_inference_steps or self.config.flow.steps
         guidance = self.config.flow.caption_guidance if guidance_scale is None else guidance_scale
@@ -248,20 +249,20 @@ class FlowTokPipeline:
         return build_text_tokenizer(t.encoder, self.config.K, t.encoder_path).decode_ids(ids.cpu())
 
 
-def _as_uint8(image, size: int) -> np.ndarray:
-    """A path, PIL image or uint8 (H, W, 3) array -> uint8 (size, size, 3), centre-cropped."""
+def _as_uint8(image, size: int, background: tuple[int, int, int]) -> np.ndarray:
+    """A path, PIL image or uint8 (H, W, 3) array -> uint8 (size, size, 3), centre-cropped;
+    transparency composited over ``background``."""
     from PIL import Image, ImageOps
 
-    if isinstance(image, (str, os.PathLike)):
-        from flowtok.data.imagefolder import load_image
+    from flowtok.data.imagefolder import load_image, to_rgb
 
-        return load_image(image, size)
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image, size, background)
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
             raise ConfigError(f"array images must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
         image = Image.fromarray(image)
-    if image.mode != "RGB":
-        image = image.convert("RGB")
+    image = to_rgb(image, background)
     if image.size != (size, size):
         image = ImageOps.fit(image, (size, size), Image.BICUBIC)
     return np.asarray(image, dtype=np.uint8).copy()

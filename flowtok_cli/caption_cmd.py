@@ -41,7 +41,7 @@ def caption(
         try:
             if not path.is_file():
                 raise DataError(f"{path}: no such file")
-            arrays.append(load_image(path, size))
+            arrays.append(load_image(path, size, pipe.tokenizer.cfg.background))
             names.append(str(path))
         except DataError as e:
             failed.append(str(e))

@@ -41,7 +41,7 @@ def tokenizer(
     from flowtok.train.trainer import resolve_device
 
     tok = Tokenizer.from_pretrained(tokenizer, device=resolve_device(device))
-    data = load_folder(folder, tok.cfg.image_size, limit=n)
+    data = load_folder(folder, tok.cfg.image_size, limit=n, background=tok.cfg.background)
     for name, why in data.failed:
         common.warn(f"skipped {name}: {why}")
     if len(data.images) == 0:

@@ -89,12 +89,12 @@ def tokenizer(
     if cfg.train_tokenizer.decoder_only and init is None and not cfg.tokenizer.linear_basis:
         raise common.usage_error("--decoder-only needs --init TOKENIZER_FOLDER (the model whose "
                                  "encoder to keep) or tokenizer.linear_basis: true")
-    size = cfg.tokenizer.image_size
+    size, bg = cfg.tokenizer.image_size, cfg.tokenizer.background
     if has_shards(data):
-        train_images = SlotStreams(data, lambda s: image_of(s, size), cfg.train_tokenizer.seed,
+        train_images = SlotStreams(data, lambda s: image_of(s, size, bg), cfg.train_tokenizer.seed,
                                    shuffle_buffer)
     else:
-        train = load_folder(data, size)
+        train = load_folder(data, size, background=bg)
         for name, why in train.failed:
             common.warn(f"skipped {name}: {why}")
         if len(train.images) == 0:
@@ -103,7 +103,7 @@ def tokenizer(
         train_images = train.images
     val_images = val_captions = None
     if val is not None:
-        v = load_folder(val, size)
+        v = load_folder(val, size, background=bg)
         for name, why in v.failed:
             common.warn(f"skipped {name}: {why}")
         val_images, val_captions = v.images, [r.caption for r in v.records]

@@ -27,6 +27,13 @@ APACHE = ROOT / "scripts" / "licenses" / "Apache-2.0.txt"
 SIZE_LIMIT_MB = 60.0
 
 
+def _rgb(text: str) -> tuple[int, int, int]:
+    parts = text.split(",")
+    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) <= 255 for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: give three integers 0-255, e.g. 255,255,255")
+    return tuple(int(p) for p in parts)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--t2i", type=Path, required=True, help="model folder of the text->image run")
@@ -35,6 +42,9 @@ def main() -> int:
                     help="tokenizer folder to ship instead of the runs' (same encoder)")
     ap.add_argument("--temperature", type=float, default=None,
                     help="ship this text -> image sampling temperature (flow.temperature)")
+    ap.add_argument("--background", type=_rgb, default=None, metavar="R,G,B",
+                    help="ship this tokenizer.background: the colour `flowtok caption` and "
+                         "`flowtok tokenize` composite transparent images over (the data's)")
     ap.add_argument("--card", type=Path, required=True, help="model card (markdown)")
     ap.add_argument("--licenses", type=Path, required=True, help="the data set's licenses/ folder")
     ap.add_argument("-o", "--out", type=Path, default=ROOT / "flowtok" / "default_model")
@@ -64,6 +74,8 @@ def main() -> int:
                      "trained on (fine-tune with --decoder-only)")
     if args.temperature is not None:
         a.config.flow.temperature = args.temperature
+    if args.background is not None:
+        a.config.tokenizer.background = tokenizer.cfg.background = args.background
     pipe = FlowTokPipeline(a.config, tokenizer, t2i=a.t2i, i2t=b.i2t)
     pipe.save_pretrained(args.out, dtype=torch.float16, model_card=args.card.read_text())
     lic = args.out / "licenses"

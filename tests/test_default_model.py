@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors import safe_open
 from typer.testing import CliRunner
 
@@ -94,6 +95,25 @@ def test_caption_needs_no_model_flag():
     out = json.loads(r.stdout[r.stdout.index("{"):])
     assert out["errors"] == [] and len(out["captions"]) == 2
     assert all(isinstance(c["caption"], str) and c["caption"].strip() for c in out["captions"])
+
+
+def test_a_transparent_png_is_captioned_like_the_same_emoji_on_white(model, tmp_path):
+    """Emoji files are usually RGBA with black under the clear pixels; the shipped model saw
+    them on white (tokenizer.background), so both files must get the same caption."""
+    cfg = json.loads((model / "config.json").read_text())
+    assert cfg["tokenizer"]["background"] == [255, 255, 255]
+    paths = []
+    for i, src in enumerate(EXAMPLES):
+        rgb = np.asarray(Image.open(src).convert("RGB"))
+        clear = (rgb == 255).all(-1)
+        rgba = np.concatenate([np.where(clear[..., None], 0, rgb),
+                               np.where(clear, 0, 255)[..., None]], -1).astype(np.uint8)
+        Image.fromarray(rgba, "RGBA").save(tmp_path / f"{i}.png")
+        paths += [str(src), str(tmp_path / f"{i}.png")]
+    r = runner.invoke(app, ["caption", *paths, "--json"])
+    assert r.exit_code == 0, r.output
+    caps = [c["caption"] for c in json.loads(r.stdout[r.stdout.index("{"):])["captions"]]
+    assert caps[0::2] == caps[1::2]
 
 
 @pytest.mark.slow

@@ -39,6 +39,18 @@ def test_transparent_pixels_composite_over_black(tmp_path):
     assert load_image(tmp_path / "clear.png", 4).max() == 0
 
 
+def test_transparent_pixels_take_the_given_background(tmp_path):
+    im = Image.new("RGBA", (4, 4), (0, 0, 0, 0))  # clear, with black under it (a common export)
+    im.putpixel((0, 0), (255, 0, 0, 128))  # half-transparent red
+    im.save(tmp_path / "clear.png")
+    arr = load_image(tmp_path / "clear.png", 4, background=(255, 255, 255))
+    assert (arr[1:, :] == 255).all() and (arr[0, 1:] == 255).all()
+    assert arr[0, 0, 0] == 255 and 125 <= arr[0, 0, 1] <= 129 and arr[0, 0, 1] == arr[0, 0, 2]
+    assert load_image(tmp_path / "clear.png", 4)[1:].max() == 0  # the default stays black
+    loaded = load_folder(tmp_path, 4, background=(10, 20, 30))
+    assert loaded.images[0, 3, 3].tolist() == [10, 20, 30]
+
+
 def test_exif_orientation_is_applied(tmp_path):
     im = Image.new("RGB", (8, 4), (0, 0, 0))
     im.paste((255, 255, 255), (0, 0, 4, 4))  # white left half

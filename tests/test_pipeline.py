@@ -87,6 +87,21 @@ def test_caption_returns_strings_for_arrays_paths_and_pil(model_dir, tmp_path):
     assert caps[0] == caps[1] == caps[2]  # the same black picture, three ways
 
 
+def test_caption_inputs_composite_transparency_over_the_tokenizers_background(tmp_path):
+    """A clear PNG with black under its alpha reads as the given background (white for the
+    emoji model), as a PIL image and as a file; opaque pixels are kept."""
+    from flowtok.pipeline import _as_uint8
+
+    clear = Image.new("RGBA", (40, 40), (0, 0, 0, 0))
+    clear.putpixel((20, 20), (0, 0, 255, 255))
+    clear.save(tmp_path / "clear.png")
+    for image in (clear, tmp_path / "clear.png"):
+        arr = _as_uint8(image, 40, (255, 255, 255))
+        assert arr.shape == (40, 40, 3) and arr[0, 0].tolist() == [255, 255, 255]
+        assert arr[20, 20].tolist() == [0, 0, 255]
+        assert _as_uint8(image, 40, (0, 0, 0))[0, 0].tolist() == [0, 0, 0]
+
+
 def test_missing_corrupted_and_pickled_checkpoints_are_refused(model_dir, tmp_path):
     import shutil
 

@@ -3,6 +3,7 @@ KL, save/load round trip, encode's accepted image formats."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -85,6 +86,13 @@ def test_rope_scores_depend_only_on_relative_2d_offset():
     # the trailing latent token (index 16) is not rotated
     x = torch.randn(1, 1, 1, D)
     assert torch.allclose(apply_rope(x, cos[16:], sin[16:]), x)
+
+
+@pytest.mark.parametrize("bad", [(0, 0), (0, 0, 256), (0.5, 0, 0)])
+def test_a_background_that_is_not_rgb_is_refused(bad):
+    cfg = dataclasses.replace(load_preset("tiny").tokenizer, background=bad)
+    with pytest.raises(ConfigError, match="background"):
+        Tokenizer(cfg)
 
 
 def test_kl_matches_torch_distributions():

@@ -29,6 +29,7 @@ METADATA_FILE = "metadata.jsonl"
 # RGB). 8192 x 8192 is larger than any photo worth tokenizing and still fits in memory.
 MAX_PIXELS = 8192 * 8192
 MAX_ASPECT = 16  # longer / shorter side above which the centre square is cropped before resizing
+BLACK = (0, 0, 0)  # default background for transparency (the shapes data is drawn on black)
 
 
 @dataclass
@@ -101,9 +102,10 @@ def scan_folder(folder: str | Path) -> list[ImageRecord]:
     return records
 
 
-def load_image(path: str | Path, size: int) -> np.ndarray:
-    """Read one image as uint8 (size, size, 3): first frame, EXIF-upright, RGB, short side
-    resized to ``size`` (bicubic; box filter when shrinking a lot), centre-cropped.
+def load_image(path: str | Path, size: int, background: tuple[int, int, int] = BLACK) -> np.ndarray:
+    """Read one image as uint8 (size, size, 3): first frame, EXIF-upright, RGB (transparency
+    composited over ``background``), short side resized to ``size`` (bicubic; box filter when
+    shrinking a lot), centre-cropped.
 
     Raises DataError when the file cannot be decoded.
     """
@@ -121,7 +123,7 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
                 raise DataError(f"{path}: {w}x{h} pixels {bomb}")
             im.seek(0)
             im = ImageOps.exif_transpose(im)
-            im = _to_rgb(im)
+            im = to_rgb(im, background)
             im.load()
     except DataError:
         raise
@@ -151,15 +153,17 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8).copy()
 
 
-def _to_rgb(im):
-    """Any PIL mode -> RGB; transparency is composited over black (the shapes background)."""
+def to_rgb(im, background: tuple[int, int, int] = BLACK):
+    """Any PIL mode -> RGB; transparency is composited over ``background`` (a tokenizer's
+    ``background``: black for shapes, white for emoji), so a transparent PNG looks like the
+    training data instead of whatever colour its invisible pixels happen to hold."""
     from PIL import Image
 
     if im.mode == "RGB":
         return im
     if im.mode in ("P", "LA", "PA") or "transparency" in im.info or im.mode == "RGBA":
         im = im.convert("RGBA")
-        bg = Image.new("RGBA", im.size, (0, 0, 0, 255))
+        bg = Image.new("RGBA", im.size, (*background, 255))
         return Image.alpha_composite(bg, im).convert("RGB")
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(im, dtype=np.float64)
@@ -172,23 +176,25 @@ def _to_rgb(im):
     return im.convert("RGB")
 
 
-def unreadable_reason(rec: ImageRecord, size: int, shard: Path) -> str:
+def unreadable_reason(rec: ImageRecord, size: int, shard: Path,
+                      background: tuple[int, int, int] = BLACK) -> str:
     """Why ``rec`` is missing from the finished shard ``shard`` (written by a worker, a rank or
     an earlier run): the file is read again, so the message is the one its first read gave."""
     try:
-        load_image(rec.path, size)
+        load_image(rec.path, size, background)
     except DataError as e:
         return str(e)
     return (f"{rec.path}: could not be read when {shard.name} was written; delete that shard "
             "and rerun to include it")
 
 
-def load_records(records: list[ImageRecord], size: int) -> LoadedImages:
+def load_records(records: list[ImageRecord], size: int,
+                 background: tuple[int, int, int] = BLACK) -> LoadedImages:
     """Load every record; failures are listed, not raised."""
     images, ok, failed = [], [], []
     for rec in records:
         try:
-            images.append(load_image(rec.path, size))
+            images.append(load_image(rec.path, size, background))
             ok.append(rec)
         except DataError as e:
             failed.append((rec.name, str(e)))
@@ -196,9 +202,10 @@ def load_records(records: list[ImageRecord], size: int) -> LoadedImages:
     return LoadedImages(images=arr, records=ok, failed=failed)
 
 
-def load_folder(folder: str | Path, size: int, limit: int | None = None) -> LoadedImages:
+def load_folder(folder: str | Path, size: int, limit: int | None = None,
+                background: tuple[int, int, int] = BLACK) -> LoadedImages:
     """Scan and load a folder (the first ``limit`` images by name when given)."""
     records = scan_folder(folder)
     if limit is not None:
         records = records[:limit]
-    return load_records(records, size)
+    return load_records(records, size, background)

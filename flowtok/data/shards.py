@@ -162,10 +162,10 @@ def write_shards(
                 )
             skipped += 1
             done_names = {it["file_name"] for it in items}
-            failed += [(r.name, unreadable_reason(r, size, path)) for r in chunk
+            failed += [(r.name, unreadable_reason(r, size, path, tokenizer.cfg.background)) for r in chunk
                        if r.name not in done_names]
         else:
-            loaded = load_records(chunk, size)
+            loaded = load_records(chunk, size, tokenizer.cfg.background)
             failed += loaded.failed
             means, logvars = [], []
             with torch.no_grad():

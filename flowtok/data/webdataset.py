@@ -269,15 +269,16 @@ def caption_of(sample: Sample) -> str | None:
     return None
 
 
-def image_of(sample: Sample, size: int) -> np.ndarray:
-    """The sample's image as uint8 (size, size, 3) (same resize / crop as image folders)."""
+def image_of(sample: Sample, size: int, background: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
+    """The sample's image as uint8 (size, size, 3) (same resize / crop / background as image
+    folders)."""
     from flowtok.data.imagefolder import load_image
 
     ext = next((e for e in IMAGE_EXTS if e in sample), None)
     if ext is None:
         raise DataError(f"{sample.key}: no image member ({', '.join(IMAGE_EXTS)})")
     try:
-        return load_image(io.BytesIO(sample.read(ext)), size)
+        return load_image(io.BytesIO(sample.read(ext)), size, background)
     except (DataError, TypeError, OSError) as e:
         raise DataError(f"{sample.key}.{ext}: cannot read image ({e})") from e
 
@@ -365,14 +366,15 @@ def write_latent_tars(records: list, tokenizer, out: Path, tokenizer_dir: Path, 
         path = out / SHARD_PATTERN.format(s)
         if path.is_file():
             keys = {smp.key for smp in iter_shard(path)}
-            failed += [(r.name, unreadable_reason(r, tokenizer.cfg.image_size, path))
+            failed += [(r.name, unreadable_reason(r, tokenizer.cfg.image_size, path,
+                                                 tokenizer.cfg.background))
                        for r in chunk if safe_key(r.name) not in keys]
             skipped += 1
             items += len(keys)
         else:
             for stale in out.glob(f".{path.name}.*.tmp"):
                 stale.unlink(missing_ok=True)
-            loaded = load_records(chunk, tokenizer.cfg.image_size)
+            loaded = load_records(chunk, tokenizer.cfg.image_size, tokenizer.cfg.background)
             failed += loaded.failed
             with ShardWriter(path) as w, torch.no_grad():
                 for i in range(0, len(loaded.images), batch_size):

@@ -377,6 +377,9 @@ class Tokenizer(nn.Module):
                 f"tokenizer.image_size {cfg.image_size} is not a multiple of patch_size "
                 f"{cfg.patch_size}"
             )
+        bg = cfg.background
+        if len(bg) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in bg):
+            raise ConfigError(f"tokenizer.background must be three integers 0-255 (RGB), got {bg!r}")
         self.cfg = cfg
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)

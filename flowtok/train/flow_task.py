@@ -58,7 +58,7 @@ def latents_from_folder(tokenizer: Tokenizer, folder: str | Path, limit: int | N
     from flowtok.data.imagefolder import load_folder
     from flowtok.errors import DataError
 
-    loaded = load_folder(folder, tokenizer.cfg.image_size, limit)
+    loaded = load_folder(folder, tokenizer.cfg.image_size, limit, tokenizer.cfg.background)
     missing = [r.name for r in loaded.records if not r.caption]
     if missing:
         raise DataError(f"{folder}: {len(missing)} images have no caption (e.g. {missing[0]}); "
