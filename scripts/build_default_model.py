@@ -3,7 +3,9 @@
     python scripts/build_default_model.py --t2i runs/t2i_emoji/model --i2t runs/i2t_emoji/model \
         --card benchmarks/default_model/model_card.md --licenses data/emoji64/licenses
 
-The tokenizer comes with the t2i run (both runs must use the same tokenizer and config), or from
+Each direction keeps its own config (the top-level config.json is the t2i run's; the i2t run's
+goes to i2t/config.json when it differs, e.g. another flow depth or training recipe); both must
+use the same tokenizer and text encoder. The tokenizer comes with the t2i run, or from
 --tokenizer: a decoder fine-tuned after the flows were trained (`flowtok train tokenizer --init
 ... --decoder-only`), accepted only when its encoder is bit-identical to the runs', so the flow
 models' latents keep their meaning. Every tensor is stored in fp16; the model card and the data's
@@ -53,10 +55,12 @@ def main() -> int:
     a = FlowTokPipeline.from_pretrained(args.t2i, device="cpu")
     b = FlowTokPipeline.from_pretrained(args.i2t, device="cpu")
     ca, cb = to_dict(a.config), to_dict(b.config)
-    for part in ("tokenizer", "text", "flow"):
-        if ca[part] != cb[part]:
-            diff = {k: (ca[part][k], cb[part].get(k)) for k in ca[part] if ca[part][k] != cb[part].get(k)}
-            sys.exit(f"the runs disagree on config.{part}: {diff}")
+    if ca["tokenizer"] != cb["tokenizer"]:
+        diff = {k: (v, cb["tokenizer"].get(k)) for k, v in ca["tokenizer"].items()
+                if v != cb["tokenizer"].get(k)}
+        sys.exit(f"the runs disagree on config.tokenizer: {diff}")
+    # the rest may differ (each direction keeps its own config in the folder), except the text
+    # encoder, which both share: FlowTokPipeline checks that
     ta, tb = a.tokenizer.state_dict(), b.tokenizer.state_dict()
     if any(not torch.equal(ta[k], tb[k]) for k in ta):
         sys.exit("the runs used different tokenizers")
@@ -73,9 +77,10 @@ def main() -> int:
             sys.exit(f"{args.tokenizer}: its encoder differs from the one the flows were "
                      "trained on (fine-tune with --decoder-only)")
     if args.temperature is not None:
-        a.config.flow.temperature = args.temperature
+        a.config.flow.temperature = a.t2i.cfg.flow.temperature = args.temperature
     if args.background is not None:
-        a.config.tokenizer.background = tokenizer.cfg.background = args.background
+        for tok_cfg in (a.config.tokenizer, b.i2t.cfg.tokenizer, tokenizer.cfg):
+            tok_cfg.background = args.background
     pipe = FlowTokPipeline(a.config, tokenizer, t2i=a.t2i, i2t=b.i2t)
     pipe.save_pretrained(args.out, dtype=torch.float16, model_card=args.card.read_text())
     lic = args.out / "licenses"

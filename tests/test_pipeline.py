@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from flowtok.config import apply_overrides, load_preset
+from flowtok.config import apply_overrides, load_preset, to_dict
 from flowtok.errors import CheckpointError
 from flowtok.flow.model import TextImageFlow
 from flowtok.pipeline import FlowTokPipeline
@@ -100,6 +100,32 @@ def test_caption_inputs_composite_transparency_over_the_tokenizers_background(tm
         assert arr.shape == (40, 40, 3) and arr[0, 0].tolist() == [255, 255, 255]
         assert arr[20, 20].tolist() == [0, 0, 255]
         assert _as_uint8(image, 40, (0, 0, 0))[0, 0].tolist() == [0, 0, 0]
+
+
+def test_a_direction_with_its_own_config_round_trips_and_must_share_the_encoder(tmp_path):
+    """A deeper text -> image flow beside the image -> text one: t2i/config.json holds its
+    config, the folder reloads to the same images, and a foreign text encoder is refused."""
+    cfg = apply_overrides(load_preset("tiny"), ["tokenizer.image_size=32", "tokenizer.patch_size=8"])
+    deep = apply_overrides(cfg, [f"flow.depth={cfg.flow.depth + 1}"])
+    torch.manual_seed(0)
+    tok = Tokenizer(cfg.tokenizer)
+    t2i = TextImageFlow(deep, "t2i")
+    i2t = TextImageFlow(cfg, "i2t", vocab_ids=torch.arange(ByteTokenizer(cfg.K).vocab_size))
+    _randomise(t2i, 1)
+    pipe = FlowTokPipeline(cfg, tok, t2i.eval(), i2t.eval())
+    pipe.save_pretrained(tmp_path / "m")
+    assert (tmp_path / "m" / "t2i" / "config.json").is_file()
+    assert not (tmp_path / "m" / "i2t" / "config.json").exists()
+    back = FlowTokPipeline.from_pretrained(tmp_path / "m", device="cpu")
+    assert back.t2i.flow.depth == cfg.flow.depth + 1 and back.i2t.flow.depth == cfg.flow.depth
+    a, b = pipe("a red square", num_inference_steps=2)[0], back("a red square", num_inference_steps=2)[0]
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+    other = apply_overrides(deep, ["text.encoder=minilm", "text.feature_dim=384"])
+    (tmp_path / "m" / "t2i" / "config.json").write_text(json.dumps(to_dict(other)))
+    with pytest.raises(CheckpointError, match="text encoder"):
+        FlowTokPipeline.from_pretrained(tmp_path / "m", device="cpu")
+    with pytest.raises(CheckpointError, match="text encoder"):
+        FlowTokPipeline(cfg, tok, TextImageFlow(other, "t2i"), i2t)
 
 
 def test_missing_corrupted_and_pickled_checkpoints_are_refused(model_dir, tmp_path):
