@@ -217,7 +217,8 @@ class FlowTokPipeline:
             raise CheckpointError("this model folder has no text-to-image component (t2i/)")
         K, C = self.config.K, self.config.C
         noise = torch.stack([torch.randn(K, C, generator=torch.Generator().manual_seed(s)) for s in seeds])
-        return self.t2i.text_to_latent(feats.to(self.device), noise.to(self.device), steps, guidance)
+        return self.t2i.text_to_latent(feats.to(self.device), noise.to(self.device), steps, guidance,
+                                       temperature=self.config.flow.temperature)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, feats: torch.Tensor | None = None) -> np.ndarray:

@@ -118,8 +118,11 @@ def test_a_direction_with_its_own_config_round_trips_and_must_share_the_encoder(
     assert not (tmp_path / "m" / "i2t" / "config.json").exists()
     back = FlowTokPipeline.from_pretrained(tmp_path / "m", device="cpu")
     assert back.t2i.flow.depth == cfg.flow.depth + 1 and back.i2t.flow.depth == cfg.flow.depth
-    a, b = pipe("a red square", num_inference_steps=2)[0], back("a red square", num_inference_steps=2)[0]
+    a, b = (p("a red square", num_inference_steps=2)[0] for p in (pipe, back))
     assert np.array_equal(np.asarray(a), np.asarray(b))
+    back.config.flow.temperature = 0.0  # the pipeline's setting, though t2i has its own config
+    x, y = (back("a red square", num_inference_steps=2, seed=s)[0] for s in (0, 5))
+    assert np.array_equal(np.asarray(x), np.asarray(y))
     other = apply_overrides(deep, ["text.encoder=minilm", "text.feature_dim=384"])
     (tmp_path / "m" / "t2i" / "config.json").write_text(json.dumps(to_dict(other)))
     with pytest.raises(CheckpointError, match="text encoder"):

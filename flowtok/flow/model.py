@@ -105,14 +105,15 @@ class TextImageFlow(nn.Module):
         return total, logs
 
     # ----------------------------------------------------------------------- inference
-    def text_latent(self, feats: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-        """z_text (B, K, C): a posterior sample (noise given, scaled by flow.temperature) or the
-        posterior mean (noise None)."""
+    def text_latent(self, feats: torch.Tensor, noise: torch.Tensor | None,
+                    temperature: float | None = None) -> torch.Tensor:
+        """z_text (B, K, C): a posterior sample (noise given, scaled by ``temperature``, default
+        flow.temperature) or the posterior mean (noise None)."""
         mean, logvar = self.projector(feats)
         if noise is None:
             return mean
-        return TextProjector.sample(mean, logvar, noise * self.cfg.flow.temperature,
-                                    self.source_min_std)
+        scale = self.cfg.flow.temperature if temperature is None else temperature
+        return TextProjector.sample(mean, logvar, noise * scale, self.source_min_std)
 
     @property
     def source_min_std(self) -> float:
@@ -121,9 +122,11 @@ class TextImageFlow(nn.Module):
 
     @torch.no_grad()
     def text_to_latent(self, feats: torch.Tensor, noise: torch.Tensor | None, steps: int,
-                       guidance: float, progress=None) -> torch.Tensor:
+                       guidance: float, progress=None, temperature: float | None = None
+                       ) -> torch.Tensor:
         """Text features (B, K, D) -> image latent (B, K, C) for the tokenizer's decoder."""
-        x1 = euler_sample(self.flow, self.text_latent(feats, noise), steps, guidance, progress)
+        x1 = euler_sample(self.flow, self.text_latent(feats, noise, temperature), steps, guidance,
+                          progress)
         return self.denormalize(x1)
 
     @torch.no_grad()
