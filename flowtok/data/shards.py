@@ -162,8 +162,8 @@ def write_shards(
                 )
             skipped += 1
             done_names = {it["file_name"] for it in items}
-            failed += [(r.name, unreadable_reason(r, size, path, tokenizer.cfg.background)) for r in chunk
-                       if r.name not in done_names]
+            failed += [(r.name, unreadable_reason(r, size, path, tokenizer.cfg.background))
+                       for r in chunk if r.name not in done_names]
         else:
             loaded = load_records(chunk, size, tokenizer.cfg.background)
             failed += loaded.failed

@@ -84,10 +84,9 @@ def image_latents(pipe, images: list[Path | np.ndarray], batch_size: int = 128) 
     tokenizer's resolution."""
     from flowtok.data.imagefolder import load_image
 
-    size = pipe.tokenizer.cfg.image_size
+    size, bg = pipe.tokenizer.cfg.image_size, pipe.tokenizer.cfg.background
     out = []
     for i in range(0, len(images), batch_size):
-        bg = pipe.tokenizer.cfg.background
         arr = np.stack([im if isinstance(im, np.ndarray) else load_image(im, size, bg)
                         for im in images[i:i + batch_size]])
         out.append(pipe.tokenizer.encode(torch.from_numpy(arr)).mean.flatten(1).float().cpu())
