@@ -141,35 +141,29 @@ def generate(
 
 
 def save_png(img, path: Path, text: dict) -> Path:
-    """Write a PNG with tEXt metadata atomically (temp file, then rename)."""
-    import os
-    import tempfile
+    """Write a PNG with tEXt metadata atomically (temp file, then rename), with the mode a plain
+    open() would give (not the temp file's private 0600)."""
+    import io
 
     from PIL.PngImagePlugin import PngInfo
+
+    from flowtok.atomic import write_bytes_atomic
 
     info = PngInfo()
     for k, v in text.items():
         info.add_text(f"flowtok:{k}", str(v))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format="PNG", pnginfo=info)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", pnginfo=info)
+    write_bytes_atomic(path, buf.getvalue())
     return path
 
 
 def write_metadata(out: Path, records: list[dict]) -> None:
     import json
-    import os
-    import tempfile
 
-    fd, tmp = tempfile.mkstemp(dir=out, suffix=".jsonl.tmp")
-    with os.fdopen(fd, "w") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
-    os.replace(tmp, out / "metadata.jsonl")
+    from flowtok.atomic import write_text_atomic
+
+    write_text_atomic(out / "metadata.jsonl", "".join(json.dumps(r) + "\n" for r in records))
 
 
 def make_grid(images: list, cols: int):

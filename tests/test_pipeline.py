@@ -1,6 +1,8 @@
 """FlowTokPipeline and the generate / caption commands on a tiny random model folder."""
 
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -172,6 +174,10 @@ def test_generate_cli_writes_pngs_with_metadata(model_dir, tmp_path):
     assert meta["flowtok:steps"] == "2" and meta["flowtok:model"] == "tiny"
     lines = [json.loads(x) for x in (out / "metadata.jsonl").read_text().splitlines()]
     assert [x["text"] for x in lines] == ["a cat", "a cat"]
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for f in [*result["images"], out / "grid.png", out / "metadata.jsonl"]:  # not mkstemp's 0600
+        assert stat.S_IMODE(os.stat(f).st_mode) == 0o666 & ~mask, f
 
 
 @pytest.mark.parametrize("args", [
