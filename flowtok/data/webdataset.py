@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from flowtok.data.imagefolder import BLACK
 from flowtok.errors import DataError
 
 SHARD_PATTERN = "{:06d}.tar"
@@ -269,7 +270,7 @@ def caption_of(sample: Sample) -> str | None:
     return None
 
 
-def image_of(sample: Sample, size: int, background: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
+def image_of(sample: Sample, size: int, background: tuple[int, int, int] = BLACK) -> np.ndarray:
     """The sample's image as uint8 (size, size, 3) (same resize / crop / background as image
     folders)."""
     from flowtok.data.imagefolder import load_image
