@@ -103,6 +103,7 @@ GROUPS: dict[str, tuple[str, dict[str, str]]] = {
         "shapes": "eval_shapes_cmd:shapes",
         "tokenizer": "eval_tokenizer_cmd:tokenizer",
         "fid": "eval_fid_cmd:fid",
+        "diversity": "eval_diversity_cmd:diversity",
         "captions": "eval_captions_cmd:captions",
         "emoji": "eval_emoji_cmd:emoji",
         "coco": "eval_paper_cmd:coco",
