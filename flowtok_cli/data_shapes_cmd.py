@@ -36,11 +36,22 @@ def shapes(
         float,
         typer.Option("--two-object-prob", min=0.0, max=1.0, help="Share of two-object scenes."),
     ] = 0.2,
+    partial: Annotated[
+        float,
+        typer.Option(
+            "--partial",
+            help="Probability that a one-object caption leaves out its size, position or both "
+            "(e.g. 'a red circle'); images are unchanged.",
+        ),
+    ] = 0.0,
     json_out: JsonOpt = False,
 ) -> None:
     """Write the procedural shapes data set: PNGs + metadata.jsonl ({"file_name", "text"}).
 
     Image i depends only on (--seed, i). --val puts the last images in OUT/val/, the rest in OUT/train/.
+
+    --partial P makes a share P of one-object captions partial ("a red circle", "a large red
+    circle", "a red circle at the top"); the images stay byte-identical to the set without it.
 
     OUT/dataset.json records the arguments. An earlier shapes data set in OUT is replaced.
 
@@ -48,6 +59,7 @@ def shapes(
       flowtok data shapes -o data/shapes --n 20000 --size 32 --seed 0
       flowtok data shapes -o data/shapes64 --n 5000 --size 64 --val 0.05
       flowtok data shapes -o data/shapes --n 20000 --val 1000 --json
+      flowtok data shapes -o data/shapes_partial --n 20000 --partial 0.5
     """
     from tqdm import tqdm
 
@@ -56,7 +68,9 @@ def shapes(
     check_size(size)  # ConfigError -> exit 2 before any file is written
     fraction = _val_fraction(val, n)
     with tqdm(total=n, unit="img", desc="shapes", disable=None, leave=False) as bar:
-        info = write_dataset(out, n, size, seed, fraction, two_object_prob, progress=bar.update)
+        info = write_dataset(
+            out, n, size, seed, fraction, two_object_prob, progress=bar.update, partial=partial
+        )
     if json_out:
         print_json(info)
         return
@@ -66,6 +80,7 @@ def shapes(
             ("folder", info["out"]),
             ("images", f"{info['n']} ({splits})"),
             ("two-object", str(info["two_object_scenes"])),
+            ("partial", f"{info['partial_captions']} captions (--partial {info['partial']:g})"),
             ("size", f"{info['size']} px"),
             ("seed", str(info["seed"])),
         ],

@@ -27,7 +27,12 @@ def shapes(
 
     Prompts outside the caption grammar score as wrong and are counted as unparseable.
 
-    Size is scored only for prompts that name one (not two-object prompts).
+    Size and position are scored only for prompts that state them (two-object prompts name no
+    size; partial prompts such as "a red circle" may name neither).
+
+    For one-object prompts that leave the position or size out, the table shows what the images
+    chose (detected cells / sizes) and its total-variation distance from the data set's uniform
+    choice (0 = same; per prompt for prompts given twice or more).
 
     Examples:
       flowtok eval shapes data/shapes/val
@@ -45,6 +50,17 @@ def shapes(
         scored = result["scored"].get(key, result["n"])
         rows.append((key, "-" if value is None else f"{100 * value:6.2f}%  ({scored} images)"))
     rows.append(("unparseable", str(result["unparseable"])))
+    for attr, part in result["unstated"].items():
+        if not part["n"]:
+            continue
+        tv = "-" if part["tv"] is None else f"{part['tv']:.3f}"
+        per_prompt = (
+            "" if part["prompt_tv"] is None
+            else f", per prompt {part['prompt_tv']:.3f} ({len(part['per_prompt'])} prompts)"
+        )
+        counted = f"{part['counted']} of {part['n']} images counted (one object seen)"
+        rows.append((f"unstated {attr}", f"TV {tv}{per_prompt}; {counted}"))
+        rows.append(("", ", ".join(f"{k} {v}" for k, v in part["counts"].items())))
     print_table(rows, f"ShapesEval: {folder} ({result['n']} images)")
     shown = result["failures"][:failures]
     if shown:

@@ -56,7 +56,7 @@ def test_parse_caption_reads_the_grammar(text, expected):
 
 
 @pytest.mark.parametrize("text", [
-    "", "a red circle", "a small red circle", "a huge red circle in the top",
+    "", "a red", "a small circle", "a red circle in the", "a huge red circle in the top",
     "a small pink circle in the top", "a small red hexagon in the top",
     "a small red circle in the middle", "a small red circle in the top left corner",
     "a red circle on the left and a blue square on the left",

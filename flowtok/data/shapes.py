@@ -18,6 +18,13 @@ Pixel geometry, made exact (shapes.md leaves these choices open):
   object below the judge's 2% speck limit, every centroid inside its named cell); 32 and 64 do, 16
   does not (a 4-px circle and a 4-px cross are the same pixels).
 
+Partial captions (issue 24): with ``partial`` P > 0 a one-object caption leaves out, with
+probability P, its size, its position or both (equally likely), e.g. "a red circle" or "a large red
+circle"; the one-object grammar becomes ``a {size}? {color} {shape}( {in|at} the {position} |
+in the center)?``. Such a caption says what a generator may choose freely, which is what measuring
+diversity needs; two-object captions are never partial. The omission is drawn from its own stream, ``np.random.default_rng([seed, i, 1])``, so the
+images (and every caption of a P = 0 data set) are byte-identical to those written without it.
+
 Determinism: image i of a data set is drawn from ``np.random.default_rng([seed, i])``, so the first
 k images do not depend on n, and a split data set is the unsplit one cut in two.
 """
@@ -62,6 +69,9 @@ JITTER = 0.04  # max centre jitter per axis, as a share of the canvas
 TWO_OBJECT_PROB = 0.2  # share of two-object scenes in a data set (shapes.md: 80% / 20%)
 MIN_OBJECT_FRACTION = 0.02  # the judge drops components smaller than this share of the canvas
 MAX_TEMPLATE_IOU = 0.9  # two different shapes at the same box must overlap less than this
+# what a partial one-object caption leaves out; each equally likely
+PARTIAL_OMISSIONS: tuple[tuple[str, ...], ...] = (("size",), ("position",), ("size", "position"))
+PARTIAL_STREAM = 1  # image i's omission comes from default_rng([seed, i, PARTIAL_STREAM])
 FORMAT_VERSION = 1  # of the written data set (dataset.json)
 
 
@@ -89,17 +99,19 @@ class Scene:
 
 @dataclass(frozen=True)
 class ObjectSpec:
-    """What a caption says about one object.
+    """What a caption says about one object; None for what it leaves unstated.
 
-    For the two objects of a two-object caption, ``size`` is None (the caption names none; the
-    data set draws them small) and ``position`` is "left" / "right" with ``column_only`` True: the
-    caption fixes the column ("on the left"), not the row.
+    A partial one-object caption ("a red circle") has ``size`` and/or ``position`` None: any size
+    or cell fits it (the data set draws them uniformly). For the two objects of a two-object
+    caption, ``size`` is None (the caption names none; the data set draws them small) and
+    ``position`` is "left" / "right" with ``column_only`` True: the caption fixes the column
+    ("on the left"), not the row.
     """
 
     color: str
     shape: str
     size: str | None
-    position: str
+    position: str | None
     column_only: bool = False
 
 
@@ -134,13 +146,26 @@ def place_object(
     return ShapeObject(color, shape, size_name, position, x0 + s / 2, y0 + s / 2, s)
 
 
+def draw_omission(rng: np.random.Generator, partial: float) -> tuple[str, ...]:
+    """What a one-object caption leaves out: nothing with probability 1 - partial, otherwise one of
+    PARTIAL_OMISSIONS, each equally likely. partial = 0 never omits anything."""
+    if rng.random() >= partial:
+        return ()
+    return PARTIAL_OMISSIONS[int(rng.integers(len(PARTIAL_OMISSIONS)))]
+
+
 def sample_scene(
-    rng: np.random.Generator, size: int, two_object_prob: float = TWO_OBJECT_PROB
+    rng: np.random.Generator,
+    size: int,
+    two_object_prob: float = TWO_OBJECT_PROB,
+    omit: tuple[str, ...] = (),
 ) -> Scene:
     """Draw one random scene and its caption for an S x S canvas.
 
     One object (any size, colour, shape, cell) with probability 1 - two_object_prob; otherwise two
     small objects in the left and right cells of the middle row that differ in colour or shape.
+    `omit` ("size" / "position") is left out of a one-object caption; it never changes the objects
+    or the draws from rng, so the image is the one drawn without it.
     """
     check_size(size)
     colors, sizes = list(PALETTE), list(SIZES)
@@ -165,7 +190,7 @@ def sample_scene(
         )
         objects = (obj,)
     draft = Scene(objects, "")
-    return Scene(objects, caption(draft, rng))
+    return Scene(objects, caption(draft, rng, omit))
 
 
 # ---------------------------------------------------------------- rendering
@@ -257,18 +282,28 @@ def _where(position: str, preposition: str) -> str:
     return "in the center" if position == "center" else f"{preposition} the {position}"
 
 
-def caption(scene: Scene, rng: np.random.Generator | None = None) -> str:
+def caption(
+    scene: Scene, rng: np.random.Generator | None = None, omit: tuple[str, ...] = ()
+) -> str:
     """The caption of a scene's objects (shapes.md grammar).
 
     One object: ``a {size} {color} {shape} {where}``, where = "in the center", or "in the {pos}" /
-    "at the {pos}" (drawn from rng; "in" without one). Two objects:
+    "at the {pos}" (drawn from rng; "in" without one); `omit` leaves out "size" and/or "position"
+    (where), e.g. "a red circle". The preposition is drawn even when omitted, so rng advances the
+    same either way. Two objects (`omit` ignored):
     ``a {color} {shape} on the left and a {color} {shape} on the right``.
     """
+    unknown = set(omit) - {"size", "position"}
+    if unknown:
+        raise DataError(f"caption: cannot omit {sorted(unknown)}; only 'size' and 'position'")
     objs = scene.objects
     if len(objs) == 1:
         o = objs[0]
         preposition = "in" if rng is None else ("in", "at")[int(rng.integers(2))]
-        return f"a {o.size} {o.color} {o.shape} {_where(o.position, preposition)}"
+        words = ["a"] + ([] if "size" in omit else [o.size]) + [o.color, o.shape]
+        if "position" not in omit:
+            words.append(_where(o.position, preposition))
+        return " ".join(words)
     if len(objs) == 2:
         left, right = sorted(objs, key=lambda o: o.cx)
         return (
@@ -282,9 +317,9 @@ def _alternatives(names) -> str:
 
 
 _COLOR, _SHAPE = _alternatives(PALETTE), _alternatives(SHAPES)
-_ONE_OBJECT = re.compile(
-    rf"an? (?P<size>{_alternatives(SIZES)}) (?P<color>{_COLOR}) (?P<shape>{_SHAPE}) "
-    rf"(?:in|at) the (?P<position>{_alternatives(POSITIONS)})"
+_ONE_OBJECT = re.compile(  # size and position optional (partial captions)
+    rf"an? (?:(?P<size>{_alternatives(SIZES)}) )?(?P<color>{_COLOR}) (?P<shape>{_SHAPE})"
+    rf"(?: (?:in|at) the (?P<position>{_alternatives(POSITIONS)}))?"
 )
 _TWO_OBJECTS = re.compile(
     rf"an? (?P<c1>{_COLOR}) (?P<s1>{_SHAPE}) on the (?P<p1>left|right) and "
@@ -295,8 +330,9 @@ _TWO_OBJECTS = re.compile(
 def parse_caption(text: str) -> list[ObjectSpec] | None:
     """Read a caption back into object specs (left object first), or None outside the grammar.
 
-    Case, surrounding/repeated spaces, a final period, "an" for "a", and "at the center" are
-    tolerated; the two halves of a two-object caption may come in either order.
+    A one-object caption may leave out its size and/or position (a partial caption): the spec
+    then holds None for it. Case, surrounding/repeated spaces, a final period, "an" for "a", and
+    "at the center" are tolerated; the two halves of a two-object caption may come in either order.
     """
     norm = " ".join(str(text).lower().split()).rstrip(".").strip()
     m = _ONE_OBJECT.fullmatch(norm)
@@ -315,16 +351,24 @@ def parse_caption(text: str) -> list[ObjectSpec] | None:
 def scene_from_caption(text: str, size: int, rng: np.random.Generator) -> Scene:
     """A ground-truth scene for any grammatical prompt (jitter drawn from rng); DataError otherwise.
 
-    Objects of a two-object prompt are small and sit in the middle row, as in the data set.
+    Objects of a two-object prompt are small and sit in the middle row, as in the data set. A size
+    or cell a one-object prompt leaves unstated is drawn uniformly from rng, as the data set draws
+    it; a fully stated prompt draws nothing more than the jitter.
     """
     check_size(size)
     specs = parse_caption(text)
     if specs is None:
         raise DataError(f"prompt {text!r} is outside the shapes caption grammar (see docs/shapes.md)")
-    objects = tuple(
-        place_object(rng, o.color, o.shape, o.size or "small", o.position, size) for o in specs
-    )
-    return Scene(objects, text)
+    sizes = list(SIZES)
+    objects = []
+    for o in specs:
+        if o.column_only:
+            size_name = o.size or "small"
+        else:
+            size_name = o.size or sizes[int(rng.integers(len(sizes)))]
+        position = o.position or POSITIONS[int(rng.integers(len(POSITIONS)))]
+        objects.append(place_object(rng, o.color, o.shape, size_name, position, size))
+    return Scene(tuple(objects), text)
 
 
 # ---------------------------------------------------------------- canonical prompts
@@ -405,6 +449,21 @@ def canonical_prompts(n: int, seed: int = 0, two_object_fraction: float = TWO_OB
     return [prompts[i] for i in rng.permutation(len(prompts))]
 
 
+def partial_prompts(n: int, seed: int = 0) -> list[str]:
+    """A fixed list of n one-object prompts that state neither size nor position ("a red circle").
+
+    Each colour x shape combination appears equally often (to within one) and the first 32 are
+    distinct; the order is shuffled. Such prompts leave a generator free to choose size and cell,
+    so repeating them measures diversity. Same (n, seed): same list.
+    """
+    if n < 1:
+        raise ConfigError(f"partial_prompts: n must be at least 1, got {n}")
+    rng = np.random.default_rng([seed, 0x9A97])
+    colors = list(PALETTE)
+    kinds = [(c, k) for c in colors for k in SHAPES]
+    return [f"a {kinds[j][0]} {kinds[j][1]}" for j in _balanced(rng, len(kinds), n).tolist()]
+
+
 # ---------------------------------------------------------------- writing a data set
 
 def _save_png(image: np.ndarray, path: Path) -> None:
@@ -450,6 +509,7 @@ def write_dataset(
     val_fraction: float = 0.0,
     two_object_prob: float = TWO_OBJECT_PROB,
     progress: Callable[[int], None] | None = None,
+    partial: float = 0.0,
 ) -> dict:
     """Write n rendered scenes as a Hugging Face image folder; returns a summary dict.
 
@@ -459,6 +519,8 @@ def write_dataset(
     name, so train + val is exactly the unsplit data set. ``out_dir/dataset.json`` records the
     arguments. A folder holding an earlier shapes data set is replaced; any other non-empty folder
     is refused. `progress(k)` is called after every k written images (tqdm's ``update``).
+    `partial` is the probability that a one-object caption leaves out its size, position or both
+    (see the module docstring); the images do not depend on it.
     """
     if n < 1:
         raise ConfigError(f"--n {n}: the data set needs at least one image")
@@ -467,6 +529,8 @@ def write_dataset(
     check_size(size)
     if not 0.0 <= two_object_prob <= 1.0:
         raise ConfigError(f"--two-object-prob {two_object_prob}: expected a value in [0, 1]")
+    if not 0.0 <= partial <= 1.0:
+        raise ConfigError(f"--partial {partial}: expected a probability in [0, 1]")
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"--val {val_fraction}: expected a fraction in [0, 1)")
     n_val = _round_half_up(val_fraction * n) if val_fraction > 0 else 0
@@ -477,14 +541,16 @@ def write_dataset(
     splits = {"train": range(n - n_val), "val": range(n - n_val, n)} if n_val else {"": range(n)}
     digits = max(5, len(str(n - 1)))
     written: set[Path] = set()
-    two_object = 0
+    two_object = partial_captions = 0
     for split, indices in splits.items():
         folder = out / split if split else out
         folder.mkdir(parents=True, exist_ok=True)
         lines = []
         for i in indices:
-            scene = sample_scene(np.random.default_rng([seed, i]), size, two_object_prob)
+            omit = draw_omission(np.random.default_rng([seed, i, PARTIAL_STREAM]), partial)
+            scene = sample_scene(np.random.default_rng([seed, i]), size, two_object_prob, omit)
             two_object += len(scene.objects) == 2
+            partial_captions += len(scene.objects) == 1 and bool(omit)
             name = f"{i:0{digits}d}.png"
             _save_png(render(scene, size), folder / name)
             written.add(folder / name)
@@ -501,8 +567,10 @@ def write_dataset(
         "seed": seed,
         "val_fraction": val_fraction,
         "two_object_prob": two_object_prob,
+        "partial": partial,
         "splits": {k or "all": len(v) for k, v in splits.items()},
         "two_object_scenes": two_object,
+        "partial_captions": partial_captions,
         "palette": {k: list(v) for k, v in PALETTE.items()},
     }
     write_bytes_atomic(out / "dataset.json", (json.dumps(info, indent=2) + "\n").encode())

@@ -20,29 +20,41 @@ Reading an image (``detect_objects``), for an S x S RGB image:
    highest IoU, or None when even that is below MIN_SHAPE_IOU.
 
 Scoring one image (``judge``): the prompt is parsed with the caption grammar
-(``parse_caption``) into k = 1 or 2 object specs. The specs are matched to detected objects by
+(``parse_caption``) into k = 1 or 2 object specs; a partial one-object prompt ("a red circle")
+leaves size and/or position unstated. The specs are matched to detected objects by
 the best assignment: the injective map from specs to detections (a spec left without one when
 fewer objects were found) with the most matching attributes summed over specs; ties go to the
 first map in order of the detections (left to right). Then, per attribute:
 - color / shape: right when every spec's assigned object has that colour / shape;
-- size: as color, for prompts that name a size (one-object prompts); two-object prompts name
-  none, so size is not scored for them (None) and they are left out of size accuracy;
+- size: as color, for prompts that name a size; two-object and partial prompts that name
+  none are not scored on size (None) and are left out of size accuracy;
 - position: the assigned object's cell equals the named cell; for a two-object prompt
-  ("on the left" / "on the right") only the column is checked;
+  ("on the left" / "on the right") only the column is checked; a partial prompt that names no
+  position is not scored on it (None), like size;
 - count: exactly k objects were detected;
 - all_correct: count and every scored attribute right (so no extra objects).
 A spec without an assigned object gets every attribute wrong. An unparseable prompt scores
 wrong on everything and is counted in ``unparseable``.
 
 Aggregating (``score_images`` / ``score_folder``): per-attribute accuracy = the share of images
-whose attribute is right, over the images where it is scored (all, except size: the images
-whose prompt names a size, plus unparseable ones); all_correct over all images.
+whose attribute is right, over the images where it is scored (all, except size and position:
+the images whose prompt names one, plus unparseable ones); all_correct over all images.
+
+What the model chose where the prompt left it free (``unstated``): over one-object prompts that
+omit the position (size), the detected cell (size) of images with exactly one detected object is
+counted and compared with a reference distribution (default: the data generator's, uniform over
+the 9 cells and the 2 sizes) by total variation, TV = 0.5 * sum |p - q| (0: same distribution,
+8/9: every object in one cell). The same is reported per prompt for prompts given at least
+MIN_PROMPT_REPEATS times, with their mean ("prompt_tv"): a model can spread its objects overall
+yet put each prompt's in one place. A finite sample's TV is biased upwards (8 uniform draws over
+9 cells give about 0.39), so compare with real images at the same counts.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,8 +75,8 @@ from flowtok.data.shapes import (
 from flowtok.errors import DataError
 
 __all__ = [
-    "ATTRIBUTES", "Detected", "ObjectSpec", "caption_matches", "detect_objects", "judge",
-    "parse_caption", "score_folder", "score_images",
+    "ATTRIBUTES", "UNSTATED_REFERENCE", "Detected", "ObjectSpec", "caption_matches",
+    "detect_objects", "judge", "parse_caption", "score_folder", "score_images", "total_variation",
 ]
 
 ATTRIBUTES: tuple[str, ...] = ("color", "shape", "size", "position", "count")
@@ -74,6 +86,13 @@ MAX_OFF_PALETTE = 0.3  # residual / |alpha p|: tan of the largest hue error acce
 MIN_SHAPE_IOU = 0.5  # a component unlike every template has no shape
 MIN_COLOR_PURITY = 0.6  # a component mixing colours more than this has no colour
 MAX_FAILURES_LISTED = 10_000  # aggregate results keep at most this many failure records
+UNSTATED = ("position", "size")  # attributes a partial prompt may leave free
+# the data generator's choice for an unstated attribute: uniform
+UNSTATED_REFERENCE: dict[str, dict[str, float]] = {
+    "position": {p: 1 / len(POSITIONS) for p in POSITIONS},
+    "size": {z: 1 / len(SIZES) for z in SIZES},
+}
+MIN_PROMPT_REPEATS = 2  # per-prompt distributions for prompts given at least this often
 
 _PALETTE_NAMES = list(PALETTE)
 _PALETTE_RGB = np.array(list(PALETTE.values()), dtype=np.float64)  # (8, 3)
@@ -204,7 +223,7 @@ def _attribute_matches(spec: ObjectSpec, det: Detected | None) -> dict[str, bool
         "color": det.color == spec.color,
         "shape": det.shape == spec.shape,
         "size": spec.size is None or det.size == spec.size,
-        "position": where == spec.position,
+        "position": spec.position is None or where == spec.position,
     }
 
 
@@ -227,17 +246,24 @@ def judge_detections(dets: list[Detected], prompt: str) -> dict:
         "prompt": prompt,
         "parsed": specs is not None,
         "seen": [d.describe() for d in dets],
+        "unstated": {},
     }
     if specs is None:
         result.update({a: False for a in ATTRIBUTES}, all_correct=False)
         return result
     assigned = _best_assignment(specs, dets)
     matches = [_attribute_matches(s, d) for s, d in zip(specs, assigned)]
-    for attr in ("color", "shape", "position"):
+    for attr in ("color", "shape"):
         result[attr] = all(m[attr] for m in matches)
-    names_size = any(s.size is not None for s in specs)
-    result["size"] = all(m["size"] for m in matches) if names_size else None
+    for attr in ("size", "position"):  # scored only where the prompt states them
+        stated = any(getattr(s, attr) is not None for s in specs)
+        result[attr] = all(m[attr] for m in matches) if stated else None
     result["count"] = len(dets) == len(specs)
+    if len(specs) == 1:  # what the image chose where a one-object prompt left it free
+        result["unstated"] = {
+            attr: getattr(dets[0], attr) if len(dets) == 1 else None
+            for attr in UNSTATED if getattr(specs[0], attr) is None
+        }
     result["all_correct"] = all(result[a] is not False for a in ATTRIBUTES)
     return result
 
@@ -246,14 +272,78 @@ def judge(image: np.ndarray, prompt: str) -> dict:
     """Score one uint8 (S, S, 3) image against its prompt.
 
     Returns {"prompt", "parsed", "seen": [descriptions of detected objects], "color", "shape",
-    "size", "position", "count", "all_correct"}: booleans, except size = None when the prompt
-    names no size (two-object prompts). See the module docstring for the rules.
+    "size", "position", "count", "all_correct", "unstated"}: booleans, except size / position =
+    None when the prompt names none (two-object or partial prompts). "unstated" maps each
+    attribute a one-object prompt leaves out to the detected object's value, or None unless
+    exactly one object was detected ({} when the prompt states everything). See the module
+    docstring for the rules.
     """
     return judge_detections(detect_objects(image), prompt)
 
 
 # ---------------------------------------------------------------- aggregating
-def _aggregate(results: list[dict], names: list[str] | None) -> dict:
+def total_variation(counts: Mapping[str, int], reference: Mapping[str, float]) -> float | None:
+    """0.5 * sum |p - q| between the normalised counts and a reference distribution (None when
+    nothing was counted): 0 for the same distribution, 1 for disjoint ones."""
+    total = sum(counts.values())
+    if total == 0:
+        return None
+    keys = set(counts) | set(reference)
+    return 0.5 * sum(abs(counts.get(k, 0) / total - reference.get(k, 0.0)) for k in keys)
+
+
+def _check_reference(reference: Mapping[str, Mapping[str, float]] | None) -> dict:
+    """The reference distributions to use: UNSTATED_REFERENCE with `reference` over it."""
+    merged = {**UNSTATED_REFERENCE, **(reference or {})}
+    vocab = {"position": POSITIONS, "size": tuple(SIZES)}
+    for attr, dist in merged.items():
+        if attr not in vocab:
+            raise DataError(f"reference: unknown attribute {attr!r}; expected position or size")
+        extra = set(dist) - set(vocab[attr])
+        if extra or any(v < 0 for v in dist.values()) or abs(sum(dist.values()) - 1) > 1e-6:
+            raise DataError(
+                f"reference[{attr!r}]: expected probabilities over {', '.join(vocab[attr])} summing to 1"
+            )
+    return merged
+
+
+def _distribution(values: list[str | None], attr: str, reference: Mapping[str, float]) -> dict:
+    """{"n", "counted", "counts", "tv"} of one unstated attribute over some images."""
+    vocab = POSITIONS if attr == "position" else tuple(SIZES)
+    counts = {k: 0 for k in vocab}
+    for v in values:
+        if v is not None:
+            counts[v] += 1
+    counted = sum(counts.values())
+    return {"n": len(values), "counted": counted, "counts": counts,
+            "tv": total_variation(counts, reference)}
+
+
+def _unstated(results: list[dict], reference: Mapping[str, Mapping[str, float]]) -> dict:
+    """The "unstated" section of an aggregate (see the module docstring)."""
+    section = {}
+    for attr in UNSTATED:
+        pairs = [(r["prompt"], r["unstated"][attr]) for r in results if attr in r["unstated"]]
+        summary = _distribution([v for _, v in pairs], attr, reference[attr])
+        by_prompt: dict[str, list[str | None]] = {}
+        for prompt, v in pairs:
+            by_prompt.setdefault(prompt, []).append(v)
+        per_prompt = {
+            prompt: _distribution(values, attr, reference[attr])
+            for prompt, values in by_prompt.items() if len(values) >= MIN_PROMPT_REPEATS
+        }
+        tvs = [d["tv"] for d in per_prompt.values() if d["tv"] is not None]
+        summary["prompt_tv"] = sum(tvs) / len(tvs) if tvs else None
+        summary["per_prompt"] = per_prompt
+        section[attr] = summary
+    return section
+
+
+def _aggregate(
+    results: list[dict],
+    names: list[str] | None,
+    reference: Mapping[str, Mapping[str, float]] | None = None,
+) -> dict:
     n = len(results)
     summary: dict = {"n": n}
     scored = {}
@@ -274,22 +364,32 @@ def _aggregate(results: list[dict], names: list[str] | None) -> dict:
             entry["file_name"] = names[i]
         failures.append(entry)
     summary["failures"] = failures
+    summary["unstated"] = _unstated(results, _check_reference(reference))
     return summary
 
 
 def score_images(
-    images: list[np.ndarray], prompts: list[str], names: list[str] | None = None
+    images: list[np.ndarray],
+    prompts: list[str],
+    names: list[str] | None = None,
+    reference: Mapping[str, Mapping[str, float]] | None = None,
 ) -> dict:
     """Judge uint8 (S, S, 3) images against their prompts and aggregate.
 
     Returns {"n", "color", "shape", "size", "position", "count", "all_correct" (accuracies in
     [0, 1], None when nothing was scored), "scored" (images scored per attribute),
-    "unparseable", "failures": [{"index", "prompt", "wrong", "seen"[, "file_name"]}]}.
+    "unparseable", "failures": [{"index", "prompt", "wrong", "seen"[, "file_name"]}],
+    "unstated": {"position" | "size": {"n" (one-object prompts omitting it), "counted" (of those,
+    images with exactly one detected object), "counts" {value: images}, "tv" (vs the reference,
+    None when nothing counted), "prompt_tv" (mean TV over repeated prompts, or None),
+    "per_prompt": {prompt: {"n", "counted", "counts", "tv"}}}}}. `reference` replaces the
+    uniform reference distribution per attribute ({"position": {cell: p}, "size": {...}}).
     """
     if len(images) != len(prompts):
         raise DataError(f"score_images: {len(images)} images but {len(prompts)} prompts")
+    _check_reference(reference)  # before judging anything
     results = [judge(image, prompt) for image, prompt in zip(images, prompts)]
-    return _aggregate(results, names)
+    return _aggregate(results, names, reference)
 
 
 def read_metadata(folder: str | Path) -> list[tuple[str, str]]:
@@ -332,16 +432,19 @@ def load_rgb(path: Path) -> np.ndarray:
         raise DataError(f"{path}: cannot read image ({e})") from None
 
 
-def score_folder(folder: str | Path) -> dict:
+def score_folder(
+    folder: str | Path, reference: Mapping[str, Mapping[str, float]] | None = None
+) -> dict:
     """Score every image listed in ``folder/metadata.jsonl`` against its "text"; see score_images."""
     folder = Path(folder)
+    _check_reference(reference)
     pairs = read_metadata(folder)
     missing = [name for name, _ in pairs if not (folder / name).is_file()]
     if missing:  # before judging anything: a half-scored folder is no score
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise DataError(f"{folder / missing[0]}: image listed in metadata.jsonl not found{more}")
     results = [judge(load_rgb(folder / name), text) for name, text in pairs]  # one image at a time
-    return _aggregate(results, [name for name, _ in pairs])
+    return _aggregate(results, [name for name, _ in pairs], reference)
 
 
 # ---------------------------------------------------------------- captions
@@ -349,7 +452,8 @@ def caption_matches(generated_caption: str, true_caption: str) -> bool:
     """True when a generated caption parses to the same objects as the ground-truth caption.
 
     Wording the grammar treats alike ("in"/"at", case, spacing, the two-object order) does not
-    matter; a caption outside the grammar never matches.
+    matter; a caption outside the grammar never matches, and a partial caption matches only a
+    truth that leaves out the same attributes.
     """
     generated, truth = parse_caption(generated_caption), parse_caption(true_caption)
     return generated is not None and truth is not None and generated == truth
