@@ -72,6 +72,9 @@ class TextConfig:
     kl_weight: float = 1e-4  # gamma_1 (paper)
     normalize_latent: bool = False  # RMS-normalise z_text's mean per sample (stops it shrinking to 0)
     min_std: float = 0.0  # text->image: floor on z_text's posterior std (keeps the flow's source a distribution)
+    # feature slot 0 ([CLS]) carries the masked mean of the token features, L2-normalised to
+    # rms 1: MiniLM's trained sentence embedding, which paraphrases share, beside the tokens
+    pooled_token: bool = False
     align_weight: float = 1.0  # gamma_2 (paper); 0 for image-to-text
     # what z_text is contrasted with: "text" = MLP(text features) (paper), "image" = the paired
     # (normalised) image latent, which also pulls z_text towards its image: a shorter flow path
@@ -152,6 +155,10 @@ class TrainConfig:
     # text -> image: each step every caption is put into one of these templates at random
     # ("{}" = the caption as is, "{a}" = "a" or "an"), so "a cat" means what "cat" means
     caption_templates: tuple[str, ...] = ()
+    # text -> image on shapes captions: each caption and n - 1 paraphrases of it
+    # (flowtok.data.shapes_wordings; other captions are kept as they are), one drawn per sample
+    # and step, so the projector learns meaning rather than one grammar
+    caption_paraphrases: int = 0
     grad_accum: int = 1  # micro-batches per step: global batch = batch_size x world size x grad_accum
     parallel: str = "ddp"  # under torchrun: ddp (replicas) | fsdp (FSDP2 fully_shard, for the H preset)
 

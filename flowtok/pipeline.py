@@ -77,7 +77,8 @@ def load_direction(cfg: FlowTokConfig, path: Path, direction: str) -> TextImageF
 
 
 def _shared_parts(cfg: FlowTokConfig) -> tuple:
-    return cfg.K, cfg.C, cfg.text.encoder, cfg.text.encoder_path, cfg.text.feature_dim
+    return (cfg.K, cfg.C, cfg.text.encoder, cfg.text.encoder_path, cfg.text.feature_dim,
+            cfg.text.pooled_token)
 
 
 def direction_config(cfg: FlowTokConfig, folder: Path) -> FlowTokConfig:
@@ -134,7 +135,8 @@ class FlowTokPipeline:
 
             t = self.config.text
             self._text_encoder = build_text_encoder(t.encoder, self.config.K, t.feature_dim,
-                                                    t.encoder_path).to(self.device)
+                                                    t.encoder_path, pooled_token=t.pooled_token
+                                                    ).to(self.device)
         return self._text_encoder
 
     # ----------------------------------------------------------------------- folders

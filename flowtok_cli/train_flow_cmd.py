@@ -101,7 +101,8 @@ def flow(
 
             prompts = canonical_prompts(eval_prompts, seed=0)
     t = cfg.text
-    encoder = build_text_encoder(t.encoder, cfg.K, t.feature_dim, t.encoder_path)
+    encoder = build_text_encoder(t.encoder, cfg.K, t.feature_dim, t.encoder_path,
+                                 pooled_token=t.pooled_token)
     start = None
     if init is not None:
         from flowtok.pipeline import FlowTokPipeline

@@ -93,6 +93,7 @@ class TextEncoder(nn.Module):
     dim: int
     length: int
     tokenizer: TextTokenizer
+    pooled_token: bool = False  # slot 0 carries the sentence embedding (TextConfig.pooled_token)
 
     def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.tokenizer.tokenize(prompts)
@@ -108,7 +109,21 @@ class TextEncoder(nn.Module):
         """Prompts -> (B, K, D) float32 features on the encoder's device."""
         ids, mask = self.tokenize(prompts)
         dev = next(self.parameters()).device
-        return self(ids.to(dev), mask.to(dev)).float()
+        feats = self(ids.to(dev), mask.to(dev)).float()
+        return with_pooled_token(feats, mask.to(dev)) if self.pooled_token else feats
+
+
+def with_pooled_token(feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Put the masked mean of the token features (B, K, D), L2-normalised to rms 1, in slot 0.
+
+    Mean pooling is how all-MiniLM-L6-v2 was trained to embed sentences, so paraphrases land near
+    each other there even where their tokens differ; the tokens keep the exact words.
+    """
+    m = mask.to(feats.dtype)[..., None]  # (B, K, 1)
+    pooled = (feats * m).sum(1) / m.sum(1).clamp(min=1.0)
+    out = feats.clone()
+    out[:, 0] = torch.nn.functional.normalize(pooled, dim=-1) * feats.shape[-1] ** 0.5
+    return out
 
 
 class _HFTextEncoder(TextEncoder):
@@ -230,9 +245,11 @@ ENCODERS = ("minilm", "clip", "tiny")
 
 
 def build_text_encoder(
-    name: str, length: int, dim: int, path: str | None = None, allow_download: bool = False
+    name: str, length: int, dim: int, path: str | None = None, allow_download: bool = False,
+    pooled_token: bool = False,
 ) -> TextEncoder:
-    """Build the named encoder for K = ``length`` tokens; ``dim`` must match its feature width."""
+    """Build the named encoder for K = ``length`` tokens; ``dim`` must match its feature width.
+    ``pooled_token``: slot 0 of ``encode`` carries the sentence embedding (with_pooled_token)."""
     if name == "minilm":
         enc = load_minilm(length)
     elif name == "clip":
@@ -243,6 +260,7 @@ def build_text_encoder(
         raise ConfigError(f"unknown text encoder {name!r}; choose one of: {', '.join(ENCODERS)}")
     if enc.dim != dim:
         raise ConfigError(f"text.feature_dim={dim} but the {name} encoder gives {enc.dim}-d features")
+    enc.pooled_token = pooled_token
     return enc
 
 

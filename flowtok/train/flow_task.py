@@ -127,14 +127,19 @@ class FlowTask:
             train = stream_head(self.stream)
         self.train, self.val, self.eval_prompts = train, val, eval_prompts
         self.templates = tuple(self.tcfg.caption_templates)
-        if self.templates:
+        self.paraphrases = self.tcfg.caption_paraphrases
+        if self.templates or self.paraphrases:
             from flowtok.errors import ConfigError
             from flowtok.text.templates import check_templates
 
             check_templates(self.templates)
             if direction != "t2i":
-                raise ConfigError("train_flow.caption_templates is for --task t2i (an image -> "
-                                  "text model would learn to write the templates)")
+                raise ConfigError("train_flow.caption_templates / caption_paraphrases are for "
+                                  "--task t2i (an image -> text model would learn to write them)")
+            if self.templates and self.paraphrases:
+                raise ConfigError("train_flow.caption_templates and caption_paraphrases are "
+                                  "two ways to vary captions: set one")
+        self.n_variants = len(self.templates) or max(self.paraphrases, 1)
         variants = [self.variants(c) for c in train.captions]  # (n, T) captions
         all_caps = ([v for vs in variants for v in vs] + train.captions + (val.captions if val else [])
                     + (eval_prompts or []))
@@ -169,7 +174,12 @@ class FlowTask:
             self.endpoints = self.flow_endpoints(self.model, self.train.mean)
 
     def variants(self, caption: str) -> list[str]:
-        """The caption in every training template (just the caption without templates)."""
+        """The caption's training wordings: every template, or the caption and its
+        ``caption_paraphrases - 1`` paraphrases, or just the caption."""
+        if self.paraphrases:
+            from flowtok.data.shapes_wordings import training_variants
+
+            return training_variants(caption, self.paraphrases, self.tcfg.seed)
         from flowtok.text.templates import apply_template
 
         return [apply_template(t, caption) for t in self.templates] or [caption]
@@ -204,11 +214,11 @@ class FlowTask:
         return out
 
     def pick_templates(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """(n,) template columns for a global batch; no draw at all without templates, so
-        runs without them keep their random stream."""
-        if not self.templates:
+        """(n,) wording columns for a global batch; no draw at all with one wording, so
+        runs without templates or paraphrases keep their random stream."""
+        if self.n_variants == 1:
             return torch.zeros(n, dtype=torch.long)
-        return torch.randint(0, len(self.templates), (n,), generator=generator)
+        return torch.randint(0, self.n_variants, (n,), generator=generator)
 
     def loss(self, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         if "captions" in batch:  # streamed: the frozen encoder runs on this batch's captions
