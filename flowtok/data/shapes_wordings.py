@@ -1,0 +1,398 @@
+"""Paraphrases of shapes captions: many wordings for training, and a held-out set for evaluation.
+
+A text -> image model trained only on the strict caption grammar (flowtok.data.shapes) breaks on
+any other wording. ``training_variants`` augments a caption with ``TRAIN_STYLE`` paraphrases;
+``heldout_prompts`` words balanced scenes in ``HELDOUT_STYLE``, which shares no synonym and no
+sentence frame with the training side, so an evaluation on it measures generalisation to new
+wordings rather than recall of seen ones. Colours and shape names are the same words on both
+sides: they are the judge's vocabulary, not something to paraphrase.
+
+The split puts on the held-out side the words a real user most likely types that the model then
+never saw in training (train | held-out):
+
+- size small / large: small, little / large, huge | tiny / big
+- corners: top left, upper left, bottom right, lower right ... | top-left corner, upper left
+  corner, top-left (hyphenated) ...
+- edges: top, top middle, left, middle left ... | top edge, upper edge, upper part, left side,
+  left edge, left-hand side ...
+- center: center, middle | centre, very center
+- prepositions: in / at the ..., on the left / right | in, at; along (edges); on (sides)
+- one-object frames: "a {np} [where]", "{where}, a {np}", "there is a ...", "an image of a ...",
+  "one {np} ...", "a {color} {shape}, {size}[, where]", "a {np}, {where}" | "{place}: a {np}",
+  "{np} [where]" (no article), "{color} {shape}, {size}[, where]" (no article), "a picture of a
+  ...", "a {np} located {where}", "an image showing a ..."
+- two-object frames (L left, R right): "a L on the left and a R on the right" (either order),
+  "a L to the left of a R", "a R to the right of a L", "a L and a R, from left to right", "on
+  the left a L, on the right a R", "a L on the left, a R on the right" | "left: L, right: R",
+  "L on the left side, R on the right side", "a L next to a R on its right", "a R with a L to
+  its left", "L left, R right"
+
+So every held-out wording holds a word or mark training never produces (big, tiny, corner, side,
+edge, part, centre, very, along, picture, located, showing, next, with, its, ":", "-") or starts
+without the determiner / preposition every training wording starts with ("big red circle", "red
+circle left, blue square right"). Both sides share the surface variants: a capital first letter and
+a final period (MiniLM is uncased; the period is one token).
+
+Wordings stay within MAX_TOKENS WordPiece tokens (the text encoder keeps 16 with [CLS] / [SEP]);
+fills that would not fit are never drawn.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import re
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from flowtok.data.shapes import PALETTE, POSITIONS, SHAPES, SIZES, ObjectSpec
+
+MAX_TOKENS = 14  # WordPiece tokens of a wording, without [CLS] / [SEP] (the encoder keeps 16)
+EXTRA_PIECES: dict[str, int] = {"cyan": 1}  # vocabulary words WordPiece splits ("cy", "##an")
+P_CAPITAL = 0.25  # share of wordings with a capital first letter
+P_PERIOD = 0.25  # share of wordings ending in "."
+HELDOUT_TWO_FRACTION = 0.15  # share of two-object scenes in heldout_prompts
+HELDOUT_PARTIAL_FRACTION = 0.15  # share of partial one-object scenes (size and / or place unstated)
+PARTIAL_KINDS: tuple[tuple[bool, bool], ...] = ((False, False), (True, False), (False, True))
+MAX_DRAWS_PER_VARIANT = 50  # training_variants: draws per wanted variant before repeating
+
+_PIECE = re.compile(r"\w+|[^\w\s]")
+_SLOT = re.compile(r"\{(\w+)\}")
+_OPTIONAL = re.compile(r"\[([^\]]*)\]")
+_VOWEL_ARTICLE = re.compile(r"\b([Aa]) (?=[aeiouAEIOU])")
+
+
+# ---------------------------------------------------------------- styles
+@dataclass(frozen=True, eq=False)  # hashed by identity: the wording cache keys on the style
+class WordingStyle:
+    """One side of the split: the words and sentence frames a wording may use.
+
+    ``frames`` (one object) use the slots {np} ("[size ]color shape"), {size}, {color}, {shape},
+    {where} (a prepositional phrase: "in the top left") and {place} (its noun: "top left");
+    ``pair_frames`` (two objects) use {l} and {r}, the left and right objects' noun phrases.
+    A part in [brackets] is dropped when a slot in it is unstated (size or position None); a frame
+    with an unstated slot outside brackets is not used for that caption.
+    """
+
+    name: str
+    sizes: Mapping[str, tuple[str, ...]]
+    places: Mapping[str, tuple[str, ...]]
+    wheres: Mapping[str, tuple[str, ...]]
+    frames: tuple[str, ...]
+    pair_frames: tuple[str, ...]
+
+
+def _wheres(
+    places: Mapping[str, tuple[str, ...]], prepositions: Callable[[str], tuple[str, ...]]
+) -> dict[str, tuple[str, ...]]:
+    """Prepositional phrases ("at the top left") of every place noun of every position."""
+    return {
+        pos: tuple(f"{prep} the {noun}" for noun in nouns for prep in prepositions(noun))
+        for pos, nouns in places.items()
+    }
+
+
+def _train_prepositions(noun: str) -> tuple[str, ...]:
+    return ("in", "at", "on") if noun in ("left", "right") else ("in", "at")
+
+
+_HELDOUT_PREPOSITIONS: dict[str, tuple[str, ...]] = {
+    "corner": ("in", "at"), "edge": ("at", "along"), "side": ("on",), "part": ("in",),
+}
+
+
+def _heldout_prepositions(noun: str) -> tuple[str, ...]:
+    return _HELDOUT_PREPOSITIONS.get(noun.split()[-1], ("in", "at"))
+
+
+TRAIN_PLACES: dict[str, tuple[str, ...]] = {
+    "top left": ("top left", "upper left"),
+    "top": ("top", "top middle"),
+    "top right": ("top right", "upper right"),
+    "left": ("left", "middle left"),
+    "center": ("center", "middle"),
+    "right": ("right", "middle right"),
+    "bottom left": ("bottom left", "lower left"),
+    "bottom": ("bottom", "bottom middle"),
+    "bottom right": ("bottom right", "lower right"),
+}
+HELDOUT_PLACES: dict[str, tuple[str, ...]] = {
+    "top left": ("top-left corner", "upper left corner", "top-left"),
+    "top": ("top edge", "upper edge", "upper part"),
+    "top right": ("top-right corner", "upper right corner", "top-right"),
+    "left": ("left side", "left edge", "left-hand side"),
+    "center": ("centre", "very center"),
+    "right": ("right side", "right edge", "right-hand side"),
+    "bottom left": ("bottom-left corner", "lower left corner", "bottom-left"),
+    "bottom": ("bottom edge", "lower edge", "lower part"),
+    "bottom right": ("bottom-right corner", "lower right corner", "bottom-right"),
+}
+
+TRAIN_STYLE = WordingStyle(
+    name="train",
+    sizes={"small": ("small", "little"), "large": ("large", "huge")},
+    places=TRAIN_PLACES,
+    wheres=_wheres(TRAIN_PLACES, _train_prepositions),
+    frames=(
+        "a {np}[ {where}]",
+        "{where}, a {np}",
+        "there is a {np}[ {where}]",
+        "an image of a {np}[ {where}]",
+        "one {np}[ {where}]",
+        "a {color} {shape}, {size}[, {where}]",
+        "a {np}, {where}",
+    ),
+    pair_frames=(
+        "a {l} on the left and a {r} on the right",
+        "a {r} on the right and a {l} on the left",
+        "a {l} to the left of a {r}",
+        "a {r} to the right of a {l}",
+        "a {l} and a {r}, from left to right",
+        "on the left a {l}, on the right a {r}",
+        "a {l} on the left, a {r} on the right",
+    ),
+)
+HELDOUT_STYLE = WordingStyle(
+    name="heldout",
+    sizes={"small": ("tiny",), "large": ("big",)},
+    places=HELDOUT_PLACES,
+    wheres=_wheres(HELDOUT_PLACES, _heldout_prepositions),
+    frames=(
+        "{place}: a {np}",
+        "{np}[ {where}]",
+        "{color} {shape}, {size}[, {where}]",
+        "a picture of a {np}[ {where}]",
+        "a {np} located {where}",
+        "an image showing a {np}[ {where}]",
+    ),
+    pair_frames=(
+        "left: {l}, right: {r}",
+        "{l} on the left side, {r} on the right side",
+        "a {l} next to a {r} on its right",
+        "a {r} with a {l} to its left",
+        "{l} left, {r} right",
+    ),
+)
+
+
+# ---------------------------------------------------------------- wording
+def approx_tokens(text: str) -> int:
+    """MiniLM WordPiece tokens of a wording without [CLS] / [SEP], for this module's vocabulary:
+    one per word or punctuation mark, plus the extra pieces of the few words WordPiece splits."""
+    pieces = _PIECE.findall(text.lower())
+    return len(pieces) + sum(EXTRA_PIECES.get(p, 0) for p in pieces)
+
+
+def _noun_phrases(spec: ObjectSpec, style: WordingStyle) -> tuple[str, ...]:
+    """ "[size ]color shape" in every size synonym of the style (one phrase without a size)."""
+    if spec.size is None:
+        return (f"{spec.color} {spec.shape}",)
+    return tuple(f"{word} {spec.color} {spec.shape}" for word in style.sizes[spec.size])
+
+
+def _slot_options(specs: tuple[ObjectSpec, ...], style: WordingStyle) -> dict[str, tuple[str, ...]]:
+    """The words each slot may take for these objects; unstated slots are absent."""
+    if len(specs) == 2:
+        left, right = sorted(specs, key=lambda s: s.position != "left")
+        return {"l": _noun_phrases(left, style), "r": _noun_phrases(right, style)}
+    (spec,) = specs
+    options = {"np": _noun_phrases(spec, style), "color": (spec.color,), "shape": (spec.shape,)}
+    if spec.size is not None:
+        options["size"] = style.sizes[spec.size]
+    if spec.position is not None:
+        options["where"] = style.wheres[spec.position]
+        options["place"] = style.places[spec.position]
+    return options
+
+
+def _resolve(frame: str, available: Mapping[str, object]) -> str | None:
+    """The frame with its [optional] parts kept or dropped; None if a required slot is unstated."""
+    frame = _OPTIONAL.sub(
+        lambda m: m[1] if all(s in available for s in _SLOT.findall(m[1])) else "", frame
+    )
+    return frame if all(s in available for s in _SLOT.findall(frame)) else None
+
+
+def _with_articles(text: str) -> str:
+    return _VOWEL_ARTICLE.sub(r"\1n ", text)  # "a orange circle" -> "an orange circle"
+
+
+@functools.lru_cache(maxsize=8192)
+def _fills(
+    specs: tuple[ObjectSpec, ...], style: WordingStyle
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """(frame, every wording it gives) per usable frame: lower case, no final period, within
+    MAX_TOKENS. Frames with no wording that fits are left out."""
+    if len(specs) not in (1, 2):
+        raise ValueError(f"a shapes caption describes one or two objects, not {len(specs)}")
+    options = _slot_options(specs, style)
+    out = []
+    for frame in style.pair_frames if len(specs) == 2 else style.frames:
+        resolved = _resolve(frame, options)
+        if resolved is None:
+            continue
+        slots = _SLOT.findall(resolved)
+        texts = []
+        for values in itertools.product(*(options[s] for s in slots)):
+            text = _with_articles(resolved.format(**dict(zip(slots, values))))
+            if approx_tokens(text) <= MAX_TOKENS:
+                texts.append(text)
+        if texts:
+            out.append((frame, tuple(texts)))
+    if not out:
+        raise ValueError(f"no {style.name} wording of {specs} fits in {MAX_TOKENS} tokens")
+    return tuple(out)
+
+
+def wordings(specs: Sequence[ObjectSpec], style: WordingStyle = TRAIN_STYLE) -> list[str]:
+    """Every wording ``paraphrase`` can give for these objects, in lower case without a final
+    period (the surface variants): lets a test prove two styles never word a scene alike."""
+    return [text for _, texts in _fills(tuple(specs), style) for text in texts]
+
+
+def _surface(text: str, rng: np.random.Generator) -> str:
+    """A capital first letter and / or a final period, each now and then."""
+    if rng.random() < P_CAPITAL:
+        text = text[:1].upper() + text[1:]
+    if rng.random() < P_PERIOD and approx_tokens(text) < MAX_TOKENS:
+        text += "."
+    return text
+
+
+def paraphrase(
+    specs: Sequence[ObjectSpec], rng: np.random.Generator, style: WordingStyle = TRAIN_STYLE
+) -> str:
+    """A random wording of the same objects: a frame drawn uniformly among those that fit, then
+    its words, then the surface. Unstated size or position (None) is not mentioned; two objects
+    are told apart by position "left" / "right"."""
+    frames = _fills(tuple(specs), style)
+    _, texts = frames[int(rng.integers(len(frames)))]
+    return _surface(texts[int(rng.integers(len(texts)))], rng)
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.lower().split()).rstrip(".")
+
+
+def _caption_seed(caption: str) -> int:
+    """A stable seed from the caption text (Python's hash() is salted per process)."""
+    return int.from_bytes(hashlib.blake2b(caption.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+def training_variants(caption: str, n: int, seed: int) -> list[str]:
+    """The caption, then n - 1 TRAIN_STYLE paraphrases of it; [caption] * n outside the grammar.
+
+    Deterministic in (caption, seed). Paraphrases differ from the caption and from each other in
+    wording where the style has enough (case and period aside), then in surface, then repeat.
+    """
+    if n < 1:
+        raise ValueError(f"training_variants: n must be at least 1, got {n}")
+    from flowtok.data.shapes import parse_caption  # lazily: the grammar is still growing
+
+    specs = parse_caption(caption)
+    if specs is None:
+        return [caption] * n
+    rng = np.random.default_rng([seed, _caption_seed(caption)])
+    out = [caption]
+    seen_words, seen_exact = {_normal(caption)}, {caption}
+    spare: list[str] = []  # drawn, new in surface only
+    for _ in range(MAX_DRAWS_PER_VARIANT * (n - 1)):
+        if len(out) == n:
+            break
+        text = paraphrase(specs, rng, TRAIN_STYLE)
+        if _normal(text) not in seen_words:
+            seen_words.add(_normal(text))
+            seen_exact.add(text)
+            out.append(text)
+        elif text not in seen_exact:
+            seen_exact.add(text)
+            spare.append(text)
+    out += spare[: n - len(out)]
+    pool = out[1:] or [caption]  # the style has fewer wordings than asked for: repeat them
+    return out + [pool[i % len(pool)] for i in range(n - len(out))]
+
+
+# ---------------------------------------------------------------- held-out evaluation set
+def _balanced(rng: np.random.Generator, k: int, n: int) -> list[int]:
+    """n values from range(k), each n // k or n // k + 1 times, in random order."""
+    rounds = [rng.permutation(k) for _ in range(-(-n // k))]
+    return np.concatenate([*rounds, np.zeros(0, int)])[:n].tolist()
+
+
+def _where_canonical(position: str, preposition: str) -> str:
+    return "in the center" if position == "center" else f"{preposition} the {position}"
+
+
+def _partial_scenes(rng: np.random.Generator, n: int) -> list[tuple[str, list[ObjectSpec]]]:
+    """n one-object scenes stating colour and shape, and size, position or neither (balanced).
+
+    A scene drawn twice has its shape, then colour, moved on until it is new (while new ones are
+    left), so the evaluation does not score one prompt twice.
+    """
+    colors, sizes = list(PALETTE), list(SIZES)
+    kinds, c, k = _balanced(rng, 3, n), _balanced(rng, len(colors), n), _balanced(rng, 4, n)
+    z, p = _balanced(rng, len(sizes), n), _balanced(rng, len(POSITIONS), n)
+    preps = _balanced(rng, 2, n)
+    scenes, seen = [], set()
+    for i in range(n):
+        has_size, has_place = PARTIAL_KINDS[kinds[i]]
+        size = sizes[z[i]] if has_size else None
+        position = POSITIONS[p[i]] if has_place else None
+        for shift in range(len(colors) * len(SHAPES)):
+            color = colors[(c[i] + shift // len(SHAPES)) % len(colors)]
+            shape = SHAPES[(k[i] + shift) % len(SHAPES)]
+            if (color, shape, size, position) not in seen:
+                break
+        seen.add((color, shape, size, position))
+        text = "a " + (f"{size} " if size else "") + f"{color} {shape}"
+        if position is not None:
+            text += " " + _where_canonical(position, ("in", "at")[preps[i]])
+        scenes.append((text, [ObjectSpec(color, shape, size, position)]))
+    return scenes
+
+
+def heldout_prompts(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """n (HELDOUT_STYLE wording, canonical caption) pairs for evaluation, shuffled.
+
+    Scenes: round(HELDOUT_TWO_FRACTION n) two-object and the rest of the full ones one-object,
+    balanced in colour, shape, size and cell (``canonical_prompts``), plus
+    round(HELDOUT_PARTIAL_FRACTION n) partial one-object scenes (``a {size}? {color} {shape}
+    ({in|at} the {position} | in the center)?``). Each is worded with the held-out frame used
+    least so far among those that fit it, so frames are balanced too. Same (n, seed): same list.
+    """
+    if n < 1:
+        raise ValueError(f"heldout_prompts: n must be at least 1, got {n}")
+    from flowtok.data.shapes import canonical_prompts, parse_caption
+
+    rng = np.random.default_rng([seed, 0x4E1D])
+    n_partial = int(np.floor(HELDOUT_PARTIAL_FRACTION * n + 0.5))
+    n_two = int(np.floor(HELDOUT_TWO_FRACTION * n + 0.5))
+    n_full = n - n_partial
+    n_two = min(n_two, n_full)
+    scenes: list[tuple[str, list[ObjectSpec]]] = []
+    if n_full:
+        for text in canonical_prompts(n_full, seed, two_object_fraction=n_two / n_full):
+            specs = parse_caption(text)
+            if specs is None:  # canonical_prompts writes the grammar parse_caption reads
+                raise ValueError(f"canonical prompt {text!r} does not parse")
+            scenes.append((text, specs))
+    scenes += _partial_scenes(rng, n_partial)
+    used: Counter[str] = Counter()  # frame -> prompts worded with it
+    taken: set[str] = set()
+    pairs = []
+    for text, specs in scenes:
+        every = _fills(tuple(specs), HELDOUT_STYLE)
+        fresh = [(f, tuple(t for t in ts if t not in taken)) for f, ts in every]
+        frames = [(f, ts) for f, ts in fresh if ts] or list(every)  # new wordings first
+        counts = np.array([used[frame] for frame, _ in frames])
+        least = np.flatnonzero(counts == counts.min())
+        frame, texts = frames[int(least[rng.integers(len(least))])]
+        wording = texts[int(rng.integers(len(texts)))]
+        used[frame] += 1
+        taken.add(wording)
+        pairs.append((_surface(wording, rng), text))
+    return [pairs[i] for i in rng.permutation(len(pairs))]

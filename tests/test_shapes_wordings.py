@@ -1,0 +1,288 @@
+"""Caption paraphrases keep the scene, are deterministic, and never reach the held-out wordings."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from flowtok.data import shapes_wordings as W
+from flowtok.data.shapes import (
+    PALETTE,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    ObjectSpec,
+    canonical_prompts,
+    parse_caption,
+)
+
+# The held-out side's own words and marks: a training paraphrase must never hold one.
+HELDOUT_ONLY = {
+    "big", "tiny", "corner", "side", "edge", "part", "centre", "very", "along", "picture",
+    "located", "showing", "next", "with", "its", ":", "-",
+}
+HELDOUT_FRAME_NGRAMS = {("picture", "of"), ("image", "showing"), ("next", "to"), ("to", "its")}
+TRAIN_STARTERS = {"a", "an", "one", "there", "in", "at", "on"}  # first words of training wordings
+
+# ---------------------------------------------------------------- an independent reading
+SIZE_WORDS = {"small": "small", "little": "small", "tiny": "small",
+              "large": "large", "huge": "large", "big": "large"}
+ROW_WORDS = {"top": "top", "upper": "top", "bottom": "bottom", "lower": "bottom"}
+COL_WORDS = {"left": "left", "right": "right"}
+MIDDLE_WORDS = {"center", "centre", "middle"}
+_OBJ = rf"(?:an? )?(?:{'|'.join(PALETTE)}) (?:{'|'.join(SHAPES)})"
+# Two-object wordings, each with the meaning the test author reads in it: which mention is left.
+TWO_OBJECT_READINGS = [
+    (rf"(?P<L>{_OBJ}) on the left(?: side)?(?: and|,) (?P<R>{_OBJ}) on the right(?: side)?", "LR"),
+    (rf"(?P<R>{_OBJ}) on the right and (?P<L>{_OBJ}) on the left", "LR"),
+    (rf"(?P<L>{_OBJ}) to the left of (?P<R>{_OBJ})", "LR"),
+    (rf"(?P<R>{_OBJ}) to the right of (?P<L>{_OBJ})", "LR"),
+    (rf"(?P<L>{_OBJ}) and (?P<R>{_OBJ}), from left to right", "LR"),
+    (rf"on the left (?P<L>{_OBJ}), on the right (?P<R>{_OBJ})", "LR"),
+    (rf"left: (?P<L>{_OBJ}), right: (?P<R>{_OBJ})", "LR"),
+    (rf"(?P<L>{_OBJ}) next to (?P<R>{_OBJ}) on its right", "LR"),
+    (rf"(?P<R>{_OBJ}) with (?P<L>{_OBJ}) to its left", "LR"),
+    (rf"(?P<L>{_OBJ}) left, (?P<R>{_OBJ}) right", "LR"),
+]
+# The partial grammar the canonical captions of heldout_prompts must be in.
+PARTIAL_CAPTION = re.compile(
+    rf"a (?:(?P<size>small|large) )?(?P<color>{'|'.join(PALETTE)}) (?P<shape>{'|'.join(SHAPES)})"
+    rf"(?: (?:in|at) the (?P<position>{'|'.join(sorted(POSITIONS, key=len, reverse=True))})"
+    r"| in the (?P<center>center))?"
+)
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"\w+|[^\w\s]", text.lower())
+
+
+def normal(text: str) -> str:
+    return " ".join(text.lower().split()).rstrip(".")
+
+
+def _object(text: str) -> tuple[str, str]:
+    w = [t for t in words(text) if t not in ("a", "an")]
+    return w[0], w[1]
+
+
+def read(text: str) -> list[tuple[str, str, str | None, str | None]]:
+    """(color, shape, size, position) per object, left first, from a wording of either style."""
+    text = normal(text)
+    for pattern, _ in TWO_OBJECT_READINGS:
+        m = re.fullmatch(pattern, text)
+        if m:
+            return [(*_object(m["L"]), None, "left"), (*_object(m["R"]), None, "right")]
+    w = words(text)
+    colors, shapes = [t for t in w if t in PALETTE], [t for t in w if t in SHAPES]
+    assert len(colors) == len(shapes) == 1, text
+    sizes = {SIZE_WORDS[t] for t in w if t in SIZE_WORDS}
+    assert len(sizes) <= 1, text
+    rows = {ROW_WORDS[t] for t in w if t in ROW_WORDS}
+    cols = {COL_WORDS[t] for t in w if t in COL_WORDS}
+    assert len(rows) <= 1 and len(cols) <= 1, text
+    if rows or cols:
+        position = " ".join([*rows, *cols])
+    elif MIDDLE_WORDS & set(w):
+        position = "center"
+    else:
+        position = None
+    return [(colors[0], shapes[0], sizes.pop() if sizes else None, position)]
+
+
+def as_tuples(specs: list[ObjectSpec]) -> list[tuple]:
+    return [(s.color, s.shape, s.size, s.position)
+            for s in sorted(specs, key=lambda s: s.position != "left")]
+
+
+def all_specs() -> list[tuple[ObjectSpec, ...]]:
+    """Every scene the grammar (with partial captions) can state."""
+    one = [(ObjectSpec(c, k, z, p),) for c in PALETTE for k in SHAPES
+           for z in (None, *SIZES) for p in (None, *POSITIONS)]
+    kinds = [(c, k) for c in PALETTE for k in SHAPES]
+    two = [(ObjectSpec(*a, None, "left", True), ObjectSpec(*b, None, "right", True))
+           for a in kinds for b in kinds if a != b]
+    return one + two
+
+
+@pytest.fixture(scope="module")
+def every_wording() -> dict[str, dict[tuple, list[str]]]:
+    return {style.name: {s: W.wordings(s, style) for s in all_specs()}
+            for style in (W.TRAIN_STYLE, W.HELDOUT_STYLE)}
+
+
+@pytest.fixture(scope="module")
+def sampled_training() -> list[str]:
+    """Thousands of paraphrases the way training draws them."""
+    rng = np.random.default_rng(1)
+    out = [t for cap in canonical_prompts(300, seed=3) for t in W.training_variants(cap, 8, 0)[1:]]
+    out += [W.paraphrase(s, rng) for s in all_specs() for _ in range(2)]
+    return out
+
+
+# ---------------------------------------------------------------- content
+@pytest.mark.parametrize("style", [W.TRAIN_STYLE, W.HELDOUT_STYLE], ids=lambda s: s.name)
+def test_every_wording_of_every_scene_reads_back_to_that_scene(style, every_wording):
+    for specs, texts in every_wording[style.name].items():
+        assert texts, specs
+        for text in texts:
+            assert read(text) == as_tuples(list(specs)), text
+
+
+def test_sampled_paraphrases_keep_the_scene_and_vary_the_surface():
+    rng = np.random.default_rng(0)
+    specs = [ObjectSpec("orange", "triangle", "large", "bottom right")]
+    texts = [W.paraphrase(specs, rng) for _ in range(400)]
+    assert all(read(t) == as_tuples(specs) for t in texts)
+    assert any(t[0].isupper() for t in texts) and any(t.endswith(".") for t in texts)
+    assert any(t.startswith("an orange") for t in texts)  # "an" before a vowel
+    assert len({normal(t) for t in texts}) > 30
+
+
+def test_unstated_size_and_position_are_not_mentioned():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        w = words(W.paraphrase([ObjectSpec("red", "circle", None, None)], rng, W.HELDOUT_STYLE))
+        assert not set(w) & (set(SIZE_WORDS) | set(ROW_WORDS) | set(COL_WORDS) | MIDDLE_WORDS)
+
+
+def test_wordings_fit_the_text_encoder(every_wording):
+    texts = sorted({t for by_spec in every_wording.values() for ts in by_spec.values() for t in ts})
+    assert max(W.approx_tokens(t) for t in texts) <= W.MAX_TOKENS
+    try:
+        from tokenizers import Tokenizer
+
+        from flowtok.text.encoders import minilm_path
+
+        tok = Tokenizer.from_file(str(minilm_path() / "tokenizer.json"))
+    except Exception as e:  # noqa: BLE001 - the check below needs MiniLM's files
+        pytest.skip(f"MiniLM tokenizer unavailable: {e}")
+    tok.no_truncation()
+    tok.no_padding()
+    rng = np.random.default_rng(0)
+    sample = [texts[i] for i in rng.choice(len(texts), 3000, replace=False)]
+    sample += [t for t in texts if W.approx_tokens(t) >= W.MAX_TOKENS - 1][:2000]
+    for text, enc in zip(sample, tok.encode_batch(sample)):
+        assert len(enc.ids) - 2 == W.approx_tokens(text), (text, enc.tokens)
+
+
+# ---------------------------------------------------------------- training_variants
+def test_training_variants_start_with_the_caption_and_are_deterministic_and_distinct():
+    cap = "a small red circle in the top left"
+    v = W.training_variants(cap, 10, seed=0)
+    assert v[0] == cap and len(v) == 10
+    assert v == W.training_variants(cap, 10, seed=0)
+    assert v != W.training_variants(cap, 10, seed=1)
+    assert len({normal(t) for t in v}) == 10
+    for t in v:
+        assert read(t) == [("red", "circle", "small", "top left")]
+    other = W.training_variants("a small red circle in the top right", 10, seed=0)
+    assert other[1:] != v[1:]
+
+
+def test_training_variants_of_two_objects_and_a_small_wording_space():
+    cap = "a red circle on the left and a blue square on the right"
+    v = W.training_variants(cap, 6, seed=0)
+    assert v[0] == cap and len({normal(t) for t in v}) == 6
+    assert all(read(t) == [("red", "circle", None, "left"), ("blue", "square", None, "right")]
+               for t in v)
+    many = W.training_variants(cap, 40, seed=0)  # more than the style's wordings: repeats
+    assert len(many) == 40 and many[:1] == [cap]
+    assert all(read(t) == read(cap) for t in many)
+
+
+def test_training_variants_leave_text_outside_the_grammar_alone():
+    assert W.training_variants("a cat", 5, seed=0) == ["a cat"] * 5
+    assert W.training_variants("", 2, seed=3) == ["", ""]
+    with pytest.raises(ValueError):
+        W.training_variants("a cat", 0, seed=0)
+
+
+# ---------------------------------------------------------------- the split
+def test_training_never_uses_a_heldout_word_or_frame(every_wording, sampled_training):
+    train = [t for ts in every_wording["train"].values() for t in ts] + sampled_training
+    assert len(sampled_training) > 4000
+    for text in train:
+        w = words(text)
+        assert not set(w) & HELDOUT_ONLY, text
+        assert not set(itertools.pairwise(w)) & HELDOUT_FRAME_NGRAMS, text
+        assert w[0] in TRAIN_STARTERS, text
+
+
+def test_every_heldout_wording_is_new_to_training(every_wording):
+    heldout = [t for ts in every_wording["heldout"].values() for t in ts]
+    used = set()
+    for text in heldout:
+        w = words(text)
+        assert set(w) & HELDOUT_ONLY or w[0] not in TRAIN_STARTERS, text
+        used |= set(w) & HELDOUT_ONLY
+    assert used == HELDOUT_ONLY  # the list above names no word the style dropped
+    train = {t for ts in every_wording["train"].values() for t in ts}
+    assert not train & set(heldout)
+
+
+def test_styles_share_only_the_judges_vocabulary():
+    for size in SIZES:
+        assert not set(W.TRAIN_STYLE.sizes[size]) & set(W.HELDOUT_STYLE.sizes[size])
+    for pos in POSITIONS:
+        assert not set(W.TRAIN_STYLE.places[pos]) & set(W.HELDOUT_STYLE.places[pos])
+        assert not set(W.TRAIN_STYLE.wheres[pos]) & set(W.HELDOUT_STYLE.wheres[pos])
+    assert not set(W.TRAIN_STYLE.frames) & set(W.HELDOUT_STYLE.frames)
+    assert not set(W.TRAIN_STYLE.pair_frames) & set(W.HELDOUT_STYLE.pair_frames)
+
+
+# ---------------------------------------------------------------- heldout_prompts
+def test_heldout_prompts_are_balanced_parseable_and_new(every_wording):
+    pairs = W.heldout_prompts(150, seed=0)
+    assert pairs == W.heldout_prompts(150, seed=0) and pairs != W.heldout_prompts(150, seed=1)
+    assert len(pairs) == 150 and len({w for w, _ in pairs}) == 150
+    train = {t for ts in every_wording["train"].values() for t in ts}
+    kinds: Counter = Counter()
+    full_colors: Counter = Counter()
+    for wording, canonical in pairs:
+        assert normal(wording) not in train, wording
+        assert W.approx_tokens(wording) <= W.MAX_TOKENS
+        specs = parse_caption(canonical)
+        m = PARTIAL_CAPTION.fullmatch(canonical)
+        if specs is not None and len(specs) == 2:
+            kinds["two"] += 1
+            assert read(wording) == as_tuples(specs)
+            continue
+        assert m, canonical
+        position = m["position"] or m["center"]
+        expected = [(m["color"], m["shape"], m["size"], position)]
+        assert read(wording) == expected, (wording, canonical)
+        if m["size"] and position:
+            kinds["full"] += 1
+            assert as_tuples(specs) == expected  # today's parser reads the full ones
+            full_colors[m["color"]] += 1
+        else:
+            kinds["partial"] += 1
+    assert kinds == {"full": 104, "two": 23, "partial": 23}  # 15% each, rounded half up
+    assert max(full_colors.values()) - min(full_colors.values()) <= 1
+
+
+def _heldout_frame(wording: str) -> str:
+    """Which HELDOUT_STYLE frame a held-out wording was made with, told by its marks."""
+    w = normal(wording)
+    for pattern, _ in TWO_OBJECT_READINGS:
+        if re.fullmatch(pattern, w):
+            return pattern
+    for mark in (":", "located", "picture", "showing"):
+        if mark in w:
+            return mark
+    return "appositive" if re.search(r", (big|tiny)\b", w) else "bare"
+
+
+def test_heldout_prompts_use_every_heldout_frame_evenly():
+    frames = Counter(_heldout_frame(w) for w, _ in W.heldout_prompts(300, seed=2))
+    one = [frames[k] for k in (":", "located", "picture", "showing", "appositive", "bare")]
+    two = [v for k, v in frames.items() if k in {p for p, _ in TWO_OBJECT_READINGS}]
+    assert len(two) == len(W.HELDOUT_STYLE.pair_frames)
+    assert max(one) - min(one) <= 0.25 * max(one) and max(two) - min(two) <= 1
+    assert len(W.heldout_prompts(1)) == 1
+    with pytest.raises(ValueError):
+        W.heldout_prompts(0)
