@@ -78,3 +78,53 @@ def test_without_templates_every_sample_reads_its_bare_caption(emoji_like):
     b = task.batch(0, torch.Generator().manual_seed(0))
     names = {i: c for c, i in task.text.index.items()}
     assert {names[t] for t in b["text"].tolist()} <= set(task.train.captions)
+
+
+@pytest.fixture()
+def shapes_like(tmp_path):
+    captions = ["a large red circle in the top left", "a blue square",
+                "a red circle on the left and a green cross on the right", "a small cyan cross"]
+    rng = np.random.default_rng(1)
+    rows = []
+    for i, text in enumerate(captions):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        rows.append(json.dumps({"file_name": f"{i}.png", "text": text}))
+    (tmp_path / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+    torch.manual_seed(0)
+    Tokenizer(apply_overrides(load_preset("tiny"), TINY32).tokenizer).save_pretrained(tmp_path / "tok")
+    return tmp_path
+
+
+def _paraphrase_task(root, extra=()):
+    from flowtok.text.encoders import build_text_encoder
+    from flowtok.train.flow_task import FlowTask, latents_from_folder
+
+    cfg = apply_overrides(load_preset("tiny"), TINY32 + [
+        "train_flow.caption_paraphrases=5", "train_flow.batch_size=4", *extra])
+    tok = Tokenizer.from_pretrained(root / "tok")
+    enc = build_text_encoder(cfg.text.encoder, cfg.K, cfg.text.feature_dim, None)
+    return FlowTask(cfg, "t2i", tok, enc, latents_from_folder(tok, root))
+
+
+def test_paraphrases_give_each_sample_a_wording_of_its_own_caption(shapes_like):
+    from flowtok.data.shapes import parse_caption
+
+    task = _paraphrase_task(shapes_like)
+    names = {i: c for c, i in task.text.index.items()}
+    seen = set()
+    for step in range(10):
+        b = task.batch(step, torch.Generator().manual_seed(step))
+        for z, t in zip(b["z"], b["text"].tolist()):
+            own = task.train.captions[int((task.train.mean - z).flatten(1).norm(dim=1).argmin())]
+            assert names[t] in task.variants(own)
+            seen.add(names[t])
+    for caption in task.train.captions:
+        variants = task.variants(caption)
+        assert variants[0] == caption and len(set(variants)) == 5
+    assert len(seen) > 8
+    assert any(parse_caption(s) is None for s in seen)  # wordings outside the grammar are trained
+
+
+def test_templates_and_paraphrases_together_are_refused(shapes_like):
+    with pytest.raises(ConfigError, match="set one"):
+        _paraphrase_task(shapes_like, ['train_flow.caption_templates=["{}"]'])
