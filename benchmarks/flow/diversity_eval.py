@@ -47,9 +47,11 @@ def write_folder(folder: Path, images: np.ndarray, prompts: list[str]) -> Path:
     return folder
 
 
-def generate(pipe: FlowTokPipeline, prompts: list[str], n: int, seed: int) -> np.ndarray:
+def generate(pipe: FlowTokPipeline, prompts: list[str], n: int, seed: int,
+             guidance: float | None = None, steps: int | None = None) -> np.ndarray:
     """uint8 (len(prompts) * n, S, S, 3): image j of prompt i uses seed ``seed + i * n + j``."""
-    images = pipe(prompts, num_images_per_prompt=n, seed=seed, batch_size=256)
+    images = pipe(prompts, num_images_per_prompt=n, seed=seed, batch_size=256,
+                  guidance_scale=guidance, num_inference_steps=steps)
     return np.stack([np.asarray(im.convert("RGB")) for im in images])
 
 
@@ -77,6 +79,8 @@ def main() -> None:
     ap.add_argument("--heldout", type=int, default=150)
     ap.add_argument("--features", default="pixels", choices=["pixels", "inception"])
     ap.add_argument("--temperature", type=float, default=None)
+    ap.add_argument("--guidance", type=float, default=None)
+    ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--grid", default=None, help="write an 8-per-prompt grid PNG of 8 prompts here")
     ap.add_argument("--out", default=None, help="folder for the generated sets (default runs/div/NAME)")
     ap.add_argument("--no-log", action="store_true")
@@ -85,14 +89,17 @@ def main() -> None:
     pipe = FlowTokPipeline.from_pretrained(a.model, device="cpu")
     if a.temperature is not None:
         pipe.config.flow.temperature = a.temperature
-    row: dict = {"name": a.name, "model": a.model, "temperature": pipe.config.flow.temperature}
+    row: dict = {"name": a.name, "model": a.model, "temperature": pipe.config.flow.temperature,
+                 "guidance": pipe.config.flow.guidance if a.guidance is None else a.guidance,
+                 "steps": a.steps or pipe.config.flow.steps}
+    g, st = a.guidance, a.steps
 
     canon = canonical_prompts(200, seed=0)
-    res = score_images(list(generate(pipe, canon, 1, 0)), canon)
+    res = score_images(list(generate(pipe, canon, 1, 0, g, st)), canon)
     row["canonical_all_correct"] = res["all_correct"]
 
     partial = partial_prompts(32, seed=0)
-    images = generate(pipe, partial, a.per_prompt, 1000)
+    images = generate(pipe, partial, a.per_prompt, 1000, g, st)
     prompts = [p for p in partial for _ in range(a.per_prompt)]
     res = score_images(list(images), prompts)
     row["partial_stated_correct"] = res["all_correct"]
@@ -109,7 +116,7 @@ def main() -> None:
     if a.heldout:
         pairs = heldout_prompts(a.heldout, seed=0)
         wordings, truth = [w for w, _ in pairs], [c for _, c in pairs]
-        res = score_images(list(generate(pipe, wordings, 1, 0)), truth)
+        res = score_images(list(generate(pipe, wordings, 1, 0, g, st)), truth)
         row["heldout_all_correct"] = res["all_correct"]
     row["source"] = source_spread(pipe, partial)
     row["eval_s"] = round(time.perf_counter() - t0, 1)
