@@ -47,6 +47,14 @@ def write_folder(folder: Path, images: np.ndarray, prompts: list[str]) -> Path:
     return folder
 
 
+def save_grid(tiles: np.ndarray, path: str, zoom: int = 3) -> None:
+    """(rows, cols, S, S, 3) uint8 -> one PNG, one prompt per row, nearest-neighbour zoom."""
+    from PIL import Image
+
+    grid = np.concatenate([np.concatenate(list(r), axis=1) for r in tiles], axis=0)
+    Image.fromarray(grid).resize((grid.shape[1] * zoom, grid.shape[0] * zoom), Image.NEAREST).save(path)
+
+
 def generate(pipe: FlowTokPipeline, prompts: list[str], n: int, seed: int,
              guidance: float | None = None, steps: int | None = None) -> np.ndarray:
     """uint8 (len(prompts) * n, S, S, 3): image j of prompt i uses seed ``seed + i * n + j``."""
@@ -82,6 +90,8 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, default=None)
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--grid", default=None, help="write an 8-per-prompt grid PNG of 8 prompts here")
+    ap.add_argument("--grid-heldout", default=None,
+                    help="the same for the first 8 held-out wordings (8 samples each)")
     ap.add_argument("--out", default=None, help="folder for the generated sets (default runs/div/NAME)")
     ap.add_argument("--no-log", action="store_true")
     a = ap.parse_args()
@@ -121,12 +131,11 @@ def main() -> None:
     row["source"] = source_spread(pipe, partial)
     row["eval_s"] = round(time.perf_counter() - t0, 1)
     if a.grid:
-        from PIL import Image
-
-        cols = 8
-        tiles = images.reshape(len(partial), a.per_prompt, *images.shape[1:])[:8, :cols]
-        grid = np.concatenate([np.concatenate(list(r), axis=1) for r in tiles], axis=0)
-        Image.fromarray(grid).resize((grid.shape[1] * 3, grid.shape[0] * 3), Image.NEAREST).save(a.grid)
+        save_grid(images.reshape(len(partial), a.per_prompt, *images.shape[1:])[:8, :8], a.grid)
+    if a.grid_heldout:
+        first = [w for w, _ in heldout_prompts(8, seed=0)]
+        save_grid(generate(pipe, first, 8, 0, g, st).reshape(8, 8, *images.shape[1:]), a.grid_heldout)
+        row["grid_heldout_prompts"] = first
     print(json.dumps(row))
     if not a.no_log:
         with open(LOG, "a") as f:
