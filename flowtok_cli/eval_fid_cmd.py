@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from flowtok_cli import common
-from flowtok_cli.options import DeviceOpt, JsonOpt
+from flowtok_cli.options import DeviceOpt, InceptionWeightsOpt, JsonOpt
 
 
 def fid(
@@ -20,9 +20,7 @@ def fid(
         "(checked against REAL's file names and sizes).")] = None,
     workers: Annotated[int, typer.Option(
         "--workers", min=0, help="Processes decoding and resizing images.")] = 0,
-    weights: Annotated[Path | None, typer.Option(
-        "--weights", help="Converted Inception weights (default: $FLOWTOK_FID_INCEPTION or "
-        "~/.cache/flowtok/fid_inception_v3.safetensors).")] = None,
+    weights: InceptionWeightsOpt = None,
     device: DeviceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:

@@ -23,3 +23,8 @@ DeviceOpt = Annotated[
     str | None, typer.Option("--device", help="cpu, cuda, cuda:1 … (default: cuda if available).")
 ]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
+InceptionWeightsOpt = Annotated[
+    Path | None,
+    typer.Option("--weights", help="Converted Inception weights (default: $FLOWTOK_FID_INCEPTION or "
+                 "~/.cache/flowtok/fid_inception_v3.safetensors)."),
+]
