@@ -140,7 +140,8 @@ class FlowTask:
                 raise ConfigError("train_flow.caption_templates and caption_paraphrases are "
                                   "two ways to vary captions: set one")
         self.n_variants = len(self.templates) or max(self.paraphrases, 1)
-        variants = [self.variants(c) for c in train.captions]  # (n, T) captions
+        per_caption = {c: self.variants(c) for c in dict.fromkeys(train.captions)}  # once each
+        variants = [per_caption[c] for c in train.captions]  # (n, T) captions
         all_caps = ([v for vs in variants for v in vs] + train.captions + (val.captions if val else [])
                     + (eval_prompts or []))
         self.text = TextCache(self.encoder, all_caps, self.device)
