@@ -26,7 +26,7 @@ HELDOUT_ONLY = {
     "located", "showing", "next", "with", "its", ":", "-",
 }
 HELDOUT_FRAME_NGRAMS = {("picture", "of"), ("image", "showing"), ("next", "to"), ("to", "its")}
-TRAIN_STARTERS = {"a", "an", "one", "there", "in", "at", "on"}  # first words of training wordings
+TRAIN_STARTERS = {"a", "an", "one", "the", "there", "in", "at", "on"}  # first words of training wordings
 
 # ---------------------------------------------------------------- an independent reading
 SIZE_WORDS = {"small": "small", "little": "small", "tiny": "small",
@@ -47,6 +47,14 @@ TWO_OBJECT_READINGS = [
     (rf"(?P<L>{_OBJ}) next to (?P<R>{_OBJ}) on its right", "LR"),
     (rf"(?P<R>{_OBJ}) with (?P<L>{_OBJ}) to its left", "LR"),
     (rf"(?P<L>{_OBJ}) left, (?P<R>{_OBJ}) right", "LR"),
+    (rf"(?P<R>{_OBJ}) on the right, (?P<L>{_OBJ}) on the left", "LR"),
+    (rf"on the right (?P<R>{_OBJ}), on the left (?P<L>{_OBJ})", "LR"),
+    (rf"(?P<L>{_OBJ}) left of (?P<R>{_OBJ})", "LR"),
+    (rf"(?P<R>{_OBJ}) right of (?P<L>{_OBJ})", "LR"),
+    (rf"(?P<L>{_OBJ}) at left and (?P<R>{_OBJ}) at right", "LR"),
+    (rf"one (?P<L>{_OBJ}) on the left and one (?P<R>{_OBJ}) on the right", "LR"),
+    (rf"the (?P<L>{_OBJ}) is on the left, the (?P<R>{_OBJ}) on the right", "LR"),
+    (rf"(?P<L>{_OBJ}) to the left, (?P<R>{_OBJ}) to the right", "LR"),
 ]
 # The partial grammar the canonical captions of heldout_prompts must be in.
 PARTIAL_CAPTION = re.compile(
@@ -65,7 +73,7 @@ def normal(text: str) -> str:
 
 
 def _object(text: str) -> tuple[str, str]:
-    w = [t for t in words(text) if t not in ("a", "an")]
+    w = [t for t in words(text) if t not in ("a", "an", "the")]
     return w[0], w[1]
 
 

@@ -18,12 +18,16 @@ never saw in training (train | held-out):
 - center: center, middle | centre, very center
 - prepositions: in / at the ..., on the left / right | in, at; along (edges); on (sides)
 - one-object frames: "a {np} [where]", "{where}, a {np}", "there is a ...", "an image of a ...",
-  "one {np} ...", "a {color} {shape}, {size}[, where]", "a {np}, {where}" | "{place}: a {np}",
+  "one {np} ...", "a {color} {shape}, {size}[, where]", "a {np}, {where}", "a photo of a ...",
+  "the {np} [where]", "a {np} placed {where}", "{where} there is a {np}" | "{place}: a {np}",
   "{np} [where]" (no article), "{color} {shape}, {size}[, where]" (no article), "a picture of a
   ...", "a {np} located {where}", "an image showing a ..."
 - two-object frames (L left, R right): "a L on the left and a R on the right" (either order),
   "a L to the left of a R", "a R to the right of a L", "a L and a R, from left to right", "on
-  the left a L, on the right a R", "a L on the left, a R on the right" | "left: L, right: R",
+  the left a L, on the right a R", "a L on the left, a R on the right" and the same two with
+  the right first, "a L left of a R", "a R right of a L", "a L at left and a R at right", "one L
+  on the left and one R on the right", "the L is on the left, the R on the right", "a L to the
+  left, a R to the right" | "left: L, right: R",
   "L on the left side, R on the right side", "a L next to a R on its right", "a R with a L to
   its left", "L left, R right"
 
@@ -145,6 +149,10 @@ TRAIN_STYLE = WordingStyle(
         "one {np}[ {where}]",
         "a {color} {shape}, {size}[, {where}]",
         "a {np}, {where}",
+        "a photo of a {np}[ {where}]",
+        "the {np}[ {where}]",
+        "a {np} placed {where}",
+        "{where} there is a {np}",
     ),
     pair_frames=(
         "a {l} on the left and a {r} on the right",
@@ -154,6 +162,14 @@ TRAIN_STYLE = WordingStyle(
         "a {l} and a {r}, from left to right",
         "on the left a {l}, on the right a {r}",
         "a {l} on the left, a {r} on the right",
+        "a {r} on the right, a {l} on the left",
+        "on the right a {r}, on the left a {l}",
+        "a {l} left of a {r}",
+        "a {r} right of a {l}",
+        "a {l} at left and a {r} at right",
+        "one {l} on the left and one {r} on the right",
+        "the {l} is on the left, the {r} on the right",
+        "a {l} to the left, a {r} to the right",
     ),
 )
 HELDOUT_STYLE = WordingStyle(
