@@ -35,8 +35,8 @@ import torch.nn.functional as F
 
 import flowtok_kernels as fk
 from flowtok.bench import timing
+from flowtok.device import resolve_device
 from flowtok.errors import ConfigError
-from flowtok.train.trainer import resolve_device
 from flowtok_kernels import reference
 
 SCHEMA = "flowtok.bench.kernels/1"

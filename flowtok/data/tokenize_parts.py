@@ -71,7 +71,7 @@ def run_rank_part(records: list, tokenizer, out: Path, tokenizer_dir: Path, fmt:
     import torch
     import torch.distributed as dist
 
-    from flowtok.train.distributed import init_process_group
+    from flowtok.device import init_process_group
 
     info = init_process_group(torch.device("cpu"))  # gloo: only a barrier and one sum
     rep = encode(records, tokenizer, out, tokenizer_dir, fmt, batch_size=batch_size,

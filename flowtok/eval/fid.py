@@ -280,7 +280,7 @@ def fid_between(real: Path, fake: Path, batch_size: int = 50, device: str | None
     ``model`` (pixels (B, 3, H, W) in [0, 255] -> features (B, D)) replaces the converted FID
     network, e.g. a small random network in tests; ``size`` is then its input size.
     """
-    from flowtok.train.trainer import resolve_device
+    from flowtok.device import resolve_device
 
     dev = resolve_device(device)
     loaded: list[torch.nn.Module] = []
@@ -320,7 +320,7 @@ def fid_of_generated(pipeline, prompts: Sequence[str], real: Path, steps: int, g
     and written to save_dir as PNGs when given. ``pipeline`` is a FlowTokPipeline.
     """
     from flowtok.atomic import write_bytes_atomic
-    from flowtok.train.trainer import resolve_device
+    from flowtok.device import resolve_device
 
     dev = resolve_device(device)
     made_with = _made_with(model is not None, size)

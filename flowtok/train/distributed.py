@@ -16,64 +16,33 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
-from contextlib import nullcontext
-from dataclasses import dataclass
-from datetime import timedelta
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
 from torch import nn
 
 from flowtok.config import TrainConfig
+
+# The process-group helpers live in flowtok.device (data tokenizing uses them too); they are
+# re-exported here for callers that import them from the trainer's package.
+from flowtok.device import (  # noqa: F401
+    DistInfo,
+    env_info,
+    init_process_group,
+    local_device,
+    move_to,
+)
 from flowtok.errors import ConfigError
 
+STEP_SEED_STRIDE = 1_000_003  # generator seed for step s: seed * stride + s
 SLOT_SEED_STRIDE = 1_000_003  # global RNG seed of (step, slot): (seed * stride + step) * 4099 + slot
-PROCESS_GROUP_TIMEOUT = timedelta(minutes=60)  # rank 0 evaluates while the others wait
 
 
-@dataclass(frozen=True)
-class DistInfo:
-    """Where this process sits: torchrun's RANK / WORLD_SIZE / LOCAL_RANK (1 process: 0/1/0)."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def env_info() -> DistInfo:
-    """Read torchrun's environment; a plain `python`/`flowtok` run is rank 0 of 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return DistInfo(rank=int(os.environ.get("RANK", "0")), world=world,
-                    local_rank=int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def local_device(device: str | torch.device | None) -> torch.device:
-    """The device this rank should use: ``cuda`` becomes ``cuda:LOCAL_RANK`` under torchrun."""
-    from flowtok.train.trainer import resolve_device
-
-    dev = resolve_device(None if device is None else str(device))
-    info = env_info()
-    if dev.type == "cuda" and info.world > 1 and dev.index is None:
-        dev = torch.device("cuda", info.local_rank)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    return dev
-
-
-def init_process_group(device: torch.device) -> DistInfo:
-    """Join torchrun's process group (nccl on CUDA, gloo on CPU) when WORLD_SIZE > 1."""
-    import torch.distributed as dist
-
-    info = env_info()
-    if info.world > 1 and not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=PROCESS_GROUP_TIMEOUT)
-    return info
+def batch_generator(seed: int, step: int) -> torch.Generator:
+    """The generator a task's ``batch(step, generator)`` gets: seeded by (seed, step) alone."""
+    return torch.Generator().manual_seed(seed * STEP_SEED_STRIDE + step)
 
 
 def barrier() -> None:
@@ -310,21 +279,19 @@ class ScaleOut:
 
     # ------------------------------------------------------------------ one step
 
-    def forward_backward(self, trainer: Any, step: int
+    def forward_backward(self, task: Any, step: int, *, seed: int, params: list[torch.Tensor],
+                         grad_clip: float, autocast: Callable[[], AbstractContextManager]
                          ) -> tuple[torch.Tensor, dict[str, float], bool, float]:
-        """Forward + backward of one optimizer step and the clipped gradient norm.
+        """Forward + backward of one optimizer step of ``task`` and the clipped gradient norm
+        of ``params`` (``grad_clip`` <= 0: no clipping); ``autocast()`` wraps each forward.
 
         Returns (loss, logs, finite, grad_norm); ``finite`` False means: skip this step.
         Loss and logs are averaged over the step's micro-batches and ranks.
         """
-        from flowtok.train.trainer import batch_generator, move_to
-
-        cfg, task = trainer.cfg, trainer.task
-        clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-        params = [p for g in trainer.optimizer.param_groups for p in g["params"]]
+        clip = grad_clip if grad_clip > 0 else float("inf")
         if not self.active:  # the single-process step, unchanged
-            batch = move_to(task.batch(step, batch_generator(cfg.seed, step)), self.device)
-            with trainer._autocast():
+            batch = move_to(task.batch(step, batch_generator(seed, step)), self.device)
+            with autocast():
                 loss, logs = task.loss(batch, step)
             finite = bool(torch.isfinite(loss))
             grad_norm = float("nan")
@@ -338,11 +305,11 @@ class ScaleOut:
         losses, sums = [], {}
         for micro in range(self.accum):
             slot = micro * self.info.world + self.info.rank
-            torch.manual_seed(slot_seed(cfg.seed, step, slot))
-            batch = move_to(task_batch(task, step, batch_generator(cfg.seed, step), slot,
+            torch.manual_seed(slot_seed(seed, step, slot))
+            batch = move_to(task_batch(task, step, batch_generator(seed, step), slot,
                                        self.slots), self.device)
             sync = self.ddp is None or micro == self.accum - 1
-            with (nullcontext() if sync else self.ddp.no_sync()), trainer._autocast():
+            with (nullcontext() if sync else self.ddp.no_sync()), autocast():
                 loss, logs = model(batch, step)
             # Backward even when the loss is NaN: the NaN reaches every rank's gradients through
             # the all-reduce, so all ranks skip the step together instead of deadlocking.

@@ -16,7 +16,6 @@ import json
 import signal
 import threading
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 
 from flowtok.config import FlowTokConfig, TrainConfig, save_config
+from flowtok.device import precision_autocast, resolve_device
 from flowtok.errors import ConfigError, FlowTokError
 from flowtok.train import distributed
 from flowtok.train.checkpoint import (
@@ -36,7 +36,6 @@ from flowtok.train.ema import EMA
 from flowtok.train.schedule import lr_multiplier
 
 MAX_BAD_STEPS_IN_A_ROW = 5  # non-finite losses tolerated back to back before training stops
-STEP_SEED_STRIDE = 1_000_003  # generator seed for step s: seed * stride + s
 
 
 @runtime_checkable
@@ -57,31 +56,6 @@ class TrainTask(Protocol):
 
     def samples(self, ema_modules: dict[str, nn.Module], step: int) -> Any:
         """A PIL image grid to save as samples/step_N.png, or None."""
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """``None`` -> cuda when available, else cpu; an unavailable explicit device is an error."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: CUDA is not available here; use --device cpu")
-    return dev
-
-
-def move_to(obj: Any, device: torch.device) -> Any:
-    """Move every tensor inside nested tuples / lists / dicts to ``device``."""
-    if torch.is_tensor(obj):
-        return obj.to(device, non_blocking=True)
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(move_to(o, device) for o in obj)
-    if isinstance(obj, dict):
-        return {k: move_to(v, device) for k, v in obj.items()}
-    return obj
-
-
-def batch_generator(seed: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * STEP_SEED_STRIDE + step)
 
 
 def _param_groups(modules: dict[str, nn.Module], weight_decay: float) -> list[dict]:
@@ -126,18 +100,8 @@ class Trainer:
         return {k: e.module for k, e in self.ema.items()} if self.ema else self.modules
 
     def _autocast(self):
-        """bf16 autocast on CUDA (auto or bf16) and, asked for, on a CPU. ``auto`` stays fp32
-        there: whether bf16 pays depends on the CPU's bf16 units (AVX512-BF16, AMX); measured,
-        an AVX512-BF16 EPYC ran the emoji64 flow step 1.8x faster in bf16 on one thread
-        (benchmarks/flow/cpu_bf16_step.py)."""
-        p, dev = self.cfg.precision, self.device.type
-        if dev == "cuda" and p in ("auto", "bf16"):
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        if p == "bf16":
-            if dev != "cpu":
-                raise ConfigError(f"train.precision bf16 is for CUDA or CPU devices, not {dev}")
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return nullcontext()
+        """Autocast for train.precision on this device (flowtok.device.precision_autocast)."""
+        return precision_autocast(self.cfg.precision, self.device)
 
     def _log(self, record: dict[str, Any]) -> None:
         if not self.scale.is_main:
@@ -252,7 +216,10 @@ class Trainer:
                 for g in self.optimizer.param_groups:
                     g["lr"] = lr
                 # forward + backward (+ micro-batches, + all-reduce across ranks) + clipping
-                loss, logs, finite, grad_norm = self.scale.forward_backward(self, step)
+                params = [p for g in self.optimizer.param_groups for p in g["params"]]
+                loss, logs, finite, grad_norm = self.scale.forward_backward(
+                    self.task, step, seed=cfg.seed, params=params, grad_clip=cfg.grad_clip,
+                    autocast=self._autocast)
                 if not finite:
                     self.optimizer.zero_grad(set_to_none=True)
                     self.state.bad_steps += 1

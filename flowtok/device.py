@@ -1,0 +1,139 @@
+"""Where and in what precision code runs: the device, the dtype and autocast, peak memory, and
+the process group torchrun starts (rank, world size, local device).
+
+Every layer uses these (training, evaluation, data tokenizing, benchmarks), so they live here
+rather than in ``flowtok.train``. Defaults are the safe ones: fp32 on a CPU, speed opt-in.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+
+from flowtok.errors import ConfigError
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+PROCESS_GROUP_TIMEOUT = timedelta(minutes=60)  # rank 0 evaluates while the others wait
+
+
+# ----------------------------------------------------------------------------- device
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``None`` -> cuda when available, else cpu; an unavailable explicit device is an error."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available here; use --device cpu")
+    return dev
+
+
+def move_to(obj: Any, device: torch.device) -> Any:
+    """Move every tensor inside nested tuples / lists / dicts to ``device``."""
+    if torch.is_tensor(obj):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(move_to(o, device) for o in obj)
+    if isinstance(obj, dict):
+        return {k: move_to(v, device) for k, v in obj.items()}
+    return obj
+
+
+def peak_memory(device: torch.device) -> int | None:
+    """Peak bytes allocated on a CUDA device since the last reset; None elsewhere."""
+    return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+# ----------------------------------------------------------------------------- dtype and autocast
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """torch.bfloat16 -> "bf16" (the names of ``DTYPES``)."""
+    return {v: k for k, v in DTYPES.items()}[dtype]
+
+
+def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
+    """None -> bf16 on CUDA, fp32 on CPU."""
+    if name is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name not in DTYPES:
+        raise ConfigError(f"--dtype {name!r}: choose one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """Autocast to ``dtype`` for weights already cast to it (no weight-cast cache); fp32: none."""
+    if dtype == torch.float32:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=dtype, cache_enabled=False)
+
+
+def precision_autocast(precision: str, device: torch.device):
+    """Autocast for ``train.precision`` over fp32 master weights: bf16 on CUDA (auto or bf16)
+    and, asked for, on a CPU. ``auto`` stays fp32 there: whether bf16 pays depends on the CPU's
+    bf16 units (AVX512-BF16, AMX); measured, an AVX512-BF16 EPYC ran the emoji64 flow step 1.8x
+    faster in bf16 on one thread (benchmarks/flow/cpu_bf16_step.py)."""
+    dev = device.type
+    if dev == "cuda" and precision in ("auto", "bf16"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if precision == "bf16":
+        if dev != "cpu":
+            raise ConfigError(f"train.precision bf16 is for CUDA or CPU devices, not {dev}")
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+# ----------------------------------------------------------------------------- torchrun processes
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits: torchrun's RANK / WORLD_SIZE / LOCAL_RANK (1 process: 0/1/0)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def env_info() -> DistInfo:
+    """Read torchrun's environment; a plain `python`/`flowtok` run is rank 0 of 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return DistInfo(rank=int(os.environ.get("RANK", "0")), world=world,
+                    local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def local_device(device: str | torch.device | None) -> torch.device:
+    """The device this rank should use: ``cuda`` becomes ``cuda:LOCAL_RANK`` under torchrun."""
+    dev = resolve_device(None if device is None else str(device))
+    info = env_info()
+    if dev.type == "cuda" and info.world > 1 and dev.index is None:
+        dev = torch.device("cuda", info.local_rank)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    return dev
+
+
+def init_process_group(device: torch.device) -> DistInfo:
+    """Join torchrun's process group (nccl on CUDA, gloo on CPU) when WORLD_SIZE > 1."""
+    import torch.distributed as dist
+
+    info = env_info()
+    if info.world > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=PROCESS_GROUP_TIMEOUT)
+    return info
