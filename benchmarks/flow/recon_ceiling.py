@@ -1,0 +1,102 @@
+"""What per-caption precision / recall a text -> image model can reach at best: the tokenizer's
+reconstructions of real images it never saw, scored like samples.
+
+A sample is decoded by the tokenizer, so the score of perfectly placed latents is the score of
+reconstructions. Three rows per caption, all against the training images (``--real``):
+
+- ``fresh``: new real images (another seed of `flowtok data shapes`): the metric's own ceiling
+  at this number of images;
+- ``recon``: the tokenizer's reconstructions of those same images (posterior mean): the ceiling
+  any model on this tokenizer can reach;
+- ``samples`` (``--samples``, optional): a generated folder (e.g. runs/div/NAME/partial).
+
+    python benchmarks/flow/recon_ceiling.py --tokenizer runs/tok_shapes/model \
+        --real data/shapes_p50/train --fresh runs/ceiling/fresh/train \
+        --samples runs/div/F_std05_final/partial --features inception
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from flowtok.data.shapes import partial_prompts
+from flowtok.eval.diversity import diversity_between, normalize_caption
+from flowtok.eval.recon import to_uint8
+from flowtok.tokenizer.model import Tokenizer
+
+METRICS = ("diversity_ratio", "feature_diversity_ratio", "precision", "recall", "fid")
+
+
+def pick_fresh(folder: Path, captions: list[str], per_caption: int) -> dict[str, list[Path]]:
+    """Up to per_caption image files of each caption from a data folder's metadata.jsonl."""
+    wanted = {normalize_caption(c) for c in captions}
+    picked: dict[str, list[Path]] = defaultdict(list)
+    for line in (folder / "metadata.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        cap = normalize_caption(row["text"])
+        if cap in wanted and len(picked[cap]) < per_caption:
+            picked[cap].append(folder / row["file_name"])
+    return picked
+
+
+def write(folder: Path, images: list[np.ndarray], prompts: list[str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, (im, p) in enumerate(zip(images, prompts)):
+        Image.fromarray(im).save(folder / f"{i:05d}.png")
+        lines.append(json.dumps({"file_name": f"{i:05d}.png", "text": p}))
+    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@torch.no_grad()
+def reconstruct(tok: Tokenizer, images: np.ndarray, batch_size: int = 128) -> list[np.ndarray]:
+    out = []
+    for i in range(0, len(images), batch_size):
+        out.extend(to_uint8(tok.decode(tok.encode(torch.from_numpy(images[i:i + batch_size])).mean)))
+    return out
+
+
+def summary(gen: Path, real: str, features: str, size: int) -> dict:
+    s = diversity_between(gen, real, features=features, pixel_size=size)["summary"]
+    return {k: round(s[k]["median"], 4) for k in METRICS if isinstance(s.get(k), dict)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tokenizer", required=True)
+    ap.add_argument("--real", required=True)
+    ap.add_argument("--fresh", required=True, help="a data folder of new images (another seed)")
+    ap.add_argument("--samples", default=None)
+    ap.add_argument("--per-caption", type=int, default=64)
+    ap.add_argument("--features", default="inception", choices=["inception", "pixels"])
+    ap.add_argument("--out", default="runs/ceiling")
+    a = ap.parse_args()
+
+    captions = partial_prompts(32, seed=0)  # the captions benchmarks/flow/diversity_eval.py scores
+    picked = pick_fresh(Path(a.fresh), captions, a.per_caption)
+    files = [f for c in sorted(picked) for f in picked[c]]
+    prompts = [c for c in sorted(picked) for _ in picked[c]]
+    images = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+    tok = Tokenizer.from_pretrained(a.tokenizer, device=torch.device("cpu")).eval()
+    out = Path(a.out)
+    rows = {"fresh": write(out / "fresh_set", list(images), prompts),
+            "recon": write(out / "recon_set", reconstruct(tok, images), prompts)}
+    if a.samples:
+        rows["samples"] = Path(a.samples)
+    result = {"features": a.features, "captions": len(picked), "images": len(files)}
+    for name, folder in rows.items():
+        result[name] = summary(folder, a.real, a.features, images.shape[1])
+        print(name, json.dumps(result[name]), flush=True)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
