@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -32,7 +31,7 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from flowtok.atomic import open_to_umask
+from flowtok.atomic import replace_folder
 from flowtok.errors import ConfigError, DataError
 
 # Pinned so that a data set is reproducible; the packages' own version goes into dataset.json.
@@ -354,14 +353,6 @@ def render_emoji(path: str | Path, size: int = NATIVE_SIZE):
     return rgb
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    """Write and fsync (inside the staging folder that is renamed into place at the end)."""
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 # ----------------------------------------------------------------------------- build
 
 
@@ -406,15 +397,8 @@ def build_emoji_dataset(
         if not entries:
             raise DataError(f"{source}: the packages list no emoji with images")
         splits = assign_splits(entries, cfg)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
-        try:
-            open_to_umask(staging)  # mkdtemp makes it private (0700)
+        with replace_folder(out) as staging:  # fsynced and renamed to out at the end
             summary = _write_dataset(staging, entries, splits, roots, cfg, progress)
-            _swap_into_place(staging, out)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
     return summary
 
 
@@ -429,7 +413,7 @@ def _write_dataset(staging: Path, entries: list[EmojiEntry], splits: dict[tuple[
         file_name = f"{entry.unified.lower()}_{style}.png"
         buf = io.BytesIO()
         render_emoji(entry.images[style], cfg.size).save(buf, format="PNG")
-        _write_file(staging / split / file_name, buf.getvalue())
+        (staging / split / file_name).write_bytes(buf.getvalue())
         suffix = f", {style} style" if cfg.style_in_caption else ""
         rows[split].append({
             "file_name": file_name,
@@ -445,10 +429,10 @@ def _write_dataset(staging: Path, entries: list[EmojiEntry], splits: dict[tuple[
         })
     for split in SPLITS:
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[split])
-        _write_file(staging / split / METADATA_FILE, lines.encode("utf-8"))
+        (staging / split / METADATA_FILE).write_bytes(lines.encode("utf-8"))
     _write_licenses(staging / "licenses", roots, cfg)
     summary = _summary(rows, roots, cfg)
-    _write_file(staging / DATASET_FILE, (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
+    (staging / DATASET_FILE).write_bytes((json.dumps(summary, indent=2) + "\n").encode("utf-8"))
     return summary
 
 
@@ -496,7 +480,7 @@ def _write_licenses(folder: Path, roots: dict[str, Path], cfg: EmojiDataConfig) 
     folder.mkdir()
     for name, root in sorted(roots.items()):
         if (root / "LICENSE").is_file():
-            _write_file(folder / f"{name}.LICENSE.txt", (root / "LICENSE").read_bytes())
+            (folder / f"{name}.LICENSE.txt").write_bytes((root / "LICENSE").read_bytes())
     lines = [
         "# Licences of this data set",
         "",
@@ -516,20 +500,7 @@ def _write_licenses(folder: Path, roots: dict[str, Path], cfg: EmojiDataConfig) 
         "Captions are the Unicode CLDR English names and keywords from emojibase-data (MIT).",
         "",
     ]
-    _write_file(folder / "NOTICE.md", "\n".join(lines).encode("utf-8"))
-
-
-def _swap_into_place(staging: Path, out: Path) -> None:
-    """Rename the finished folder to ``out``; an old data set there is removed afterwards."""
-    old = None
-    if out.exists() and any(out.iterdir()):
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    elif out.exists():
-        out.rmdir()
-    os.replace(staging, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    (folder / "NOTICE.md").write_bytes("\n".join(lines).encode("utf-8"))
 
 
 # ----------------------------------------------------------------------------- reading back

@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import random
 import tarfile
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from flowtok.atomic import AtomicFile
 from flowtok.data.imagefolder import BLACK
 from flowtok.errors import DataError
 
@@ -64,11 +63,8 @@ class ShardWriter:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
-                                   suffix=".tmp")
-        self._file = os.fdopen(fd, "wb")
-        self._tmp = Path(tmp)
-        self._tar = tarfile.open(fileobj=self._file, mode="w")  # noqa: SIM115 - closed in close()
+        self._out = AtomicFile(self.path)
+        self._tar = tarfile.open(fileobj=self._out.file, mode="w")  # noqa: SIM115 - closed in close()
         self.count = 0
 
     def write(self, key: str, members: dict[str, bytes]) -> None:
@@ -82,15 +78,11 @@ class ShardWriter:
 
     def close(self) -> None:
         self._tar.close()
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        os.replace(self._tmp, self.path)
+        self._out.commit()
 
     def abort(self) -> None:
         self._tar.close()
-        self._file.close()
-        self._tmp.unlink(missing_ok=True)
+        self._out.abort()
 
     def __enter__(self) -> ShardWriter:  # noqa: PYI034
         return self

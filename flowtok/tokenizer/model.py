@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import flowtok_kernels
-from flowtok.atomic import open_to_umask
+from flowtok.atomic import replace_folder
 from flowtok.config import (
     CONFIG_VERSION,
     FlowTokConfig,
@@ -453,28 +451,12 @@ class Tokenizer(nn.Module):
         from safetensors.torch import save_file
 
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-        try:
-            open_to_umask(tmp)
+        with replace_folder(path) as tmp:
             state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
             save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
             cfg_text = json.dumps({"version": CONFIG_VERSION, "tokenizer": to_dict(self.cfg)},
                                   indent=2) + "\n"
             (tmp / CONFIG_NAME).write_text(cfg_text)
-            for f in tmp.iterdir():
-                _fsync(f)
-            old = None
-            if path.exists():
-                old = path.parent / f".{path.name}.old"
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(path, old)
-            os.replace(tmp, path)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return path
 
     @classmethod
@@ -532,11 +514,6 @@ def _init_linear(m: nn.Module) -> None:
         nn.init.trunc_normal_(m.weight, std=INIT_STD)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
 
 
 def count_parameters(module: nn.Module) -> int:

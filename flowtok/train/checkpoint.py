@@ -17,7 +17,6 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from flowtok.atomic import write_text_atomic
+from flowtok.atomic import backup_path, replace_folder, write_text_atomic
 from flowtok.config import FlowTokConfig, save_config
 from flowtok.errors import CheckpointError
 from flowtok.safe_load import load_safetensors
@@ -47,23 +46,6 @@ class TrainState:
 
 # ----------------------------------------------------------------------------- small helpers
 
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 
@@ -158,7 +140,7 @@ def save_checkpoint(
         root.mkdir(parents=True, exist_ok=True)
         for stale in root.glob(".step_*.tmp"):  # left behind by a killed run
             shutil.rmtree(stale, ignore_errors=True)
-        _write_folder(root, final, state, modules, ema_modules, optimizer, config)
+        _write_folder(final, state, modules, ema_modules, optimizer, config)
         write_text_atomic(root / LATEST, final.name + "\n")
     except (OSError, SafetensorError) as e:  # safetensors reports I/O errors as its own type
         previous = root / LATEST
@@ -174,14 +156,14 @@ def save_checkpoint(
     return final
 
 
-def _write_folder(root: Path, final: Path, state: TrainState, modules: dict[str, nn.Module],
+def _write_folder(final: Path, state: TrainState, modules: dict[str, nn.Module],
                   ema_modules: dict[str, nn.Module] | None, optimizer: torch.optim.Optimizer,
                   config: FlowTokConfig) -> None:
-    """Write every file into a temp folder, fsync, then rename it to ``final``."""
+    """Write every file into a temp folder, fsync, then rename it to ``final`` (the same step
+    again, e.g. after a resume, swaps folders and keeps the old one as a backup until then)."""
     from safetensors.torch import save_file
 
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}.", suffix=".tmp"))
-    try:
+    with replace_folder(final) as tmp:
         save_config(config, tmp / "config.json")
         for name, mod in modules.items():
             save_file(_state_dict_cpu(mod), str(tmp / f"{name}.safetensors"))
@@ -196,22 +178,6 @@ def _write_folder(root: Path, final: Path, state: TrainState, modules: dict[str,
                          "bad_steps": state.bad_steps, "scheduler": {"step": state.step},
                          "data_position": state.step, "rng": rng_scalars, "extra": state.extra}
         (tmp / STATE_FILE).write_text(json.dumps(trainer_state, indent=2))
-        for f in tmp.iterdir():
-            _fsync_file(f)
-        backup = _backup_name(final)
-        if final.exists():  # the same step again (e.g. after a resume): swap, keeping a backup
-            shutil.rmtree(backup, ignore_errors=True)  # until the new folder is in place
-            os.replace(final, backup)
-        os.replace(tmp, final)
-        _fsync_dir(root)
-        shutil.rmtree(backup, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _backup_name(final: Path) -> Path:
-    return final.with_name(f".{final.name}.old")
 
 
 def _prune(root: Path, keep: int, protect: str) -> None:
@@ -230,7 +196,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     if not pointer.is_file():
         return None
     folder = pointer.parent / pointer.read_text().strip()
-    backup = _backup_name(folder)
+    backup = backup_path(folder)
     if not folder.exists() and (backup / STATE_FILE).is_file():
         os.replace(backup, folder)  # killed while swapping in a re-save of the same step
     if not (folder / STATE_FILE).is_file():
