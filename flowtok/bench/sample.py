@@ -25,7 +25,8 @@ median of repeats.
         failed), reason, ms_per_batch, images_per_s, ratio_vs_eager, flops_per_image,
         tflops_per_s, first_call_s}], flowtok_over_2d}
 
-Timing and the measured matmul ceiling come from flowtok.bench.timing.
+Timing and the measured matmul ceiling come from flowtok.bench.timing; device, dtype, autocast
+and peak memory from flowtok.device; the PNG of a result from flowtok.bench.plot.
 """
 
 from __future__ import annotations
@@ -50,17 +51,24 @@ from flowtok.bench.baseline_2d import (
     TEXT_TOKENS,
     Baseline2D,
 )
+from flowtok.bench.plot import require_matplotlib, save_plot  # noqa: F401 - the CLI's import path
 from flowtok.bench.timing import Timing, matmul_ceiling, synchronize, time_call, timing_method
 from flowtok.config import FlowTokConfig
-from flowtok.errors import ConfigError, FlowTokError
+from flowtok.device import (
+    autocast,
+    dtype_name,
+    peak_memory,
+    reset_peak_memory,
+    resolve_device,
+    resolve_dtype,
+)
+from flowtok.errors import ConfigError
 from flowtok.flow.model import TextImageFlow
 from flowtok.flow.sampler import euler_sample
 from flowtok.tokenizer.model import Tokenizer
-from flowtok.train.trainer import resolve_device
 from flowtok_kernels import BackendUnavailable
 
 SCHEMA = "flowtok.bench.sample/1"
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 COMPILE_MODES = ("auto", "on", "off")
 TEXT_ENCODERS = ("clip", "minilm", "tiny")
 RANDOM_WEIGHTS = "random weights (speed does not depend on the weight values)"
@@ -90,11 +98,7 @@ SDPA_BACKENDS = {"math": "MATH", "flash": "FLASH_ATTENTION", "efficient": "EFFIC
                  "cudnn": "CUDNN_ATTENTION"}  # torch.nn.attention.SDPBackend members
 
 
-# ----------------------------------------------------------------------------- device, dtype, figures
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return {v: k for k, v in DTYPES.items()}[dtype]
+# ----------------------------------------------------------------------------- device and figures
 
 
 def device_info(device: torch.device, dtype: torch.dtype) -> dict:
@@ -107,31 +111,6 @@ def device_info(device: torch.device, dtype: torch.dtype) -> dict:
                 info["datasheet_tflops"] = peaks.get(dtype_name(dtype))
                 break
     return info
-
-
-def peak_memory(device: torch.device) -> int | None:
-    return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
-    """None -> bf16 on CUDA, fp32 on CPU."""
-    if name is None:
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if name not in DTYPES:
-        raise ConfigError(f"--dtype {name!r}: choose one of {', '.join(DTYPES)}")
-    return DTYPES[name]
-
-
-def autocast(device: torch.device, dtype: torch.dtype):
-    """Autocast to the run's dtype (weights are already cast; no weight-cast cache needed)."""
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype, cache_enabled=False)
 
 
 def stage_figures(t: Timing, batch: int, flops_per_image: int, ceiling_tflops: float) -> dict:
@@ -163,8 +142,9 @@ def default_text_encoder(cfg: FlowTokConfig) -> str:
     return "clip" if cfg.text.encoder == "clip" else "tiny"
 
 
-def build_text_encoder(kind: str, cfg: FlowTokConfig) -> tuple[nn.Module, str, int]:
-    """(module, label, vocabulary size) for ``kind``, random weights, nothing downloaded."""
+def build_random_text_encoder(kind: str, cfg: FlowTokConfig) -> tuple[nn.Module, str, int]:
+    """(module, label, vocabulary size) for ``kind``, random weights, nothing downloaded (unlike
+    flowtok.text.encoders.build_text_encoder, which loads the real, trained encoder)."""
     K, D = cfg.K, cfg.text.feature_dim
     if kind == "tiny":
         from flowtok.text.encoders import TinyTextEncoder
@@ -215,7 +195,7 @@ class SampleModels:
 def build_models(cfg: FlowTokConfig, device: torch.device, dtype: torch.dtype,
                  text_kind: str, seed: int = 0) -> SampleModels:
     torch.manual_seed(seed)
-    text, label, vocab = build_text_encoder(text_kind, cfg)
+    text, label, vocab = build_random_text_encoder(text_kind, cfg)
     with torch.device(device):  # initialise on the device: a CPU init of XL takes seconds
         flow = TextImageFlow(cfg, "t2i")
         tok = Tokenizer(cfg.tokenizer)
@@ -585,56 +565,3 @@ def run_sample_bench(cfg: FlowTokConfig, opts: SampleBenchOptions) -> dict:
         "batch1_latency_ms": t_one.median_ms, "peak_memory_bytes": peak,
         "paper": [dict(p, **PAPER_SETTING) for p in PAPER_THROUGHPUT], "compare": compare,
     }
-
-
-# ----------------------------------------------------------------------------- plot
-
-
-def require_matplotlib() -> None:
-    """Fail before a long run when --plot cannot be honoured."""
-    import importlib.util
-
-    if importlib.util.find_spec("matplotlib") is None:
-        raise FlowTokError("--plot needs matplotlib, an optional extra: pip install 'flowtok[plot]'")
-
-
-def save_plot(result: dict, path: str | os.PathLike) -> None:
-    """ms/image per stage and (with compare) the ratio of each variant over eager, as a PNG
-    written atomically."""
-    import tempfile
-    from pathlib import Path
-
-    require_matplotlib()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    rows = [r for r in (result.get("compare") or {}).get("rows", []) if r["status"] == "ok"]
-    fig, axes = plt.subplots(1, 2 if rows else 1, figsize=(12 if rows else 6, 4), squeeze=False)
-    stages = result["stages"]
-    names = ["text", "flow", "decode", "end_to_end"]
-    axes[0][0].barh(names, [stages[n]["ms_per_image"] for n in names])
-    axes[0][0].set_xlabel("ms per image")
-    axes[0][0].invert_yaxis()
-    axes[0][0].set_title(f"{result['preset']}, batch {result['batch']}, {result['dtype']}")
-    if rows:
-        axes[0][1].barh([r["name"] for r in rows], [r["ratio_vs_eager"] for r in rows])
-        axes[0][1].axvline(1.0, color="k", lw=0.8)
-        axes[0][1].set_xlabel("speed vs eager (flow stage)")
-        axes[0][1].invert_yaxis()
-    fig.suptitle(f"flowtok bench sample on {result['device']['name']} ({RANDOM_WEIGHTS})",
-                 fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)

@@ -22,23 +22,20 @@ from dataclasses import dataclass
 import torch
 
 from flowtok.bench import flops as F
-from flowtok.bench.sample import (
-    CPU_NOTE,
-    RANDOM_WEIGHTS,
+from flowtok.bench.sample import CPU_NOTE, RANDOM_WEIGHTS, check_cpu_size, device_info
+from flowtok.bench.timing import matmul_ceiling, time_call, timing_method
+from flowtok.config import FlowTokConfig
+from flowtok.device import (
     autocast,
-    check_cpu_size,
-    device_info,
     dtype_name,
     peak_memory,
     reset_peak_memory,
+    resolve_device,
     resolve_dtype,
 )
-from flowtok.bench.timing import matmul_ceiling, time_call, timing_method
-from flowtok.config import FlowTokConfig
 from flowtok.errors import ConfigError
 from flowtok.flow.model import TextImageFlow
-from flowtok.train.ema import EMA
-from flowtok.train.trainer import resolve_device
+from flowtok.train.ema import EMA  # the trainer's own EMA: the step is timed as it trains
 
 SCHEMA = "flowtok.bench.train/1"
 MAX_DEFAULT_BATCH = {"cuda": 256, "cpu": 32}  # default batch: the preset's, capped per device
