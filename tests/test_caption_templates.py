@@ -43,8 +43,9 @@ def emoji_like(tmp_path):
 
 
 def _task(root, direction, templates):
+    from flowtok.data.latents import latents_from_folder
     from flowtok.text.encoders import build_text_encoder
-    from flowtok.train.flow_task import FlowTask, latents_from_folder
+    from flowtok.train.flow_task import FlowTask
 
     cfg = apply_overrides(load_preset("tiny"), TINY32 + [
         "train_flow.caption_templates=" + json.dumps(templates), "train_flow.batch_size=4"])
@@ -96,8 +97,9 @@ def shapes_like(tmp_path):
 
 
 def _paraphrase_task(root, extra=()):
+    from flowtok.data.latents import latents_from_folder
     from flowtok.text.encoders import build_text_encoder
-    from flowtok.train.flow_task import FlowTask, latents_from_folder
+    from flowtok.train.flow_task import FlowTask
 
     cfg = apply_overrides(load_preset("tiny"), TINY32 + [
         "train_flow.caption_paraphrases=5", "train_flow.batch_size=4", *extra])

@@ -53,9 +53,8 @@ def test_default_model_is_at_most_60_mb_fp16_with_card_and_licences(model):
 
 def test_default_tokenizer_reconstructs_real_emoji(model):
     from flowtok.data.imagefolder import load_image
-    from flowtok.eval.recon import mean_psnr
+    from flowtok.eval.recon import mean_psnr, reconstruct
     from flowtok.tokenizer.model import Tokenizer
-    from flowtok.train.tokenizer_task import reconstruct
 
     tok = Tokenizer.from_pretrained(model)
     images = np.stack([load_image(p, tok.cfg.image_size) for p in EXAMPLES])

@@ -57,8 +57,9 @@ def test_i2t_training_exports_a_captioner(setup):
 
 def test_resume_matches_an_uninterrupted_run(setup, tmp_path):
     """6 steps straight == 3 steps, a new process-like Trainer, --resume to 6 (bit-identical)."""
+    from flowtok.data.latents import latents_from_folder
     from flowtok.text.encoders import build_text_encoder
-    from flowtok.train.flow_task import FlowTask, latents_from_folder
+    from flowtok.train.flow_task import FlowTask
     from flowtok.train.trainer import Trainer
 
     cfg = apply_overrides(load_preset("tiny"), TINY32 + ["train_flow.max_steps=6",
@@ -100,8 +101,9 @@ def test_training_recall_scores_a_model_that_returns_the_true_latents_as_perfect
     import numpy as np
     from PIL import Image
 
+    from flowtok.data.latents import latents_from_folder
     from flowtok.text.encoders import build_text_encoder
-    from flowtok.train.flow_task import FlowTask, latents_from_folder
+    from flowtok.train.flow_task import FlowTask
 
     rng = np.random.default_rng(0)
     rows = []

@@ -1,22 +1,49 @@
-"""Reconstruction metrics on uint8 images: PSNR and SSIM (the standard 11x11 Gaussian SSIM)."""
+"""Reconstructions through a tokenizer and their metrics on uint8 images: PSNR, SSIM (the
+standard 11x11 Gaussian SSIM) and the originals-over-reconstructions grid."""
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+if TYPE_CHECKING:
+    from flowtok.tokenizer.model import Tokenizer
+
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 SSIM_K1, SSIM_K2 = 0.01, 0.03
+GRID_ZOOM = 4  # nearest-neighbour upscale of reconstruction grids so 32 px images are visible
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """Float (B, 3, H, W) in [-1, 1] -> uint8 (B, H, W, 3), rounded and clipped."""
     x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def reconstruct(tok: Tokenizer, images: np.ndarray, batch_size: int = 100) -> np.ndarray:
+    """uint8 (N, S, S, 3) -> uint8 reconstructions through the posterior mean."""
+    outs = []
+    for i in range(0, len(images), batch_size):
+        x = torch.from_numpy(images[i: i + batch_size])
+        outs.append(to_uint8(tok.decode(tok.encode(x).mean)))
+    return np.concatenate(outs) if outs else images[:0]
+
+
+def reconstruction_grid(originals: np.ndarray, recons: np.ndarray, zoom: int = GRID_ZOOM):
+    """Two rows (originals over reconstructions) of uint8 (n, H, W, 3) images -> PIL image."""
+    from PIL import Image
+
+    top = np.concatenate(list(originals), axis=1)
+    bottom = np.concatenate(list(recons), axis=1)
+    grid = np.concatenate([top, bottom], axis=0)
+    img = Image.fromarray(grid)
+    return img.resize((img.width * zoom, img.height * zoom), Image.NEAREST)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from flowtok.config import FlowTokConfig
+from flowtok.eval.recon import mean_psnr, reconstruct, reconstruction_grid, ssim
 from flowtok.tokenizer.losses import (
     PatchDiscriminator,
     ReconLossWeights,
@@ -22,7 +23,6 @@ from flowtok.tokenizer.model import Tokenizer
 
 EVAL_LIMIT = 300  # held-out images scored at each evaluation
 GRID_IMAGES = 8  # originals / reconstructions shown per sample grid
-GRID_ZOOM = 4  # nearest-neighbour upscale so 32 px images are visible
 # The KL weight ramps linearly from 0 over this fraction of train.max_steps. Adam rescales each
 # parameter's update, so even a 1e-4 KL moves the posterior head at full speed whenever the
 # reconstruction gradient through z is weak, as it is before the decoder has learned to read z:
@@ -59,29 +59,6 @@ def init_output_bias(tok: Tokenizer, images: torch.Tensor, sample: int = 4096) -
     p = tok.cfg.patch_size
     channel_mean = x.mean(dim=(0, 2, 3))  # (3,)
     tok.decoder.to_pixels.bias.copy_(channel_mean.repeat_interleave(p * p))  # (3 p p,) c-major
-
-
-def reconstruction_grid(originals: np.ndarray, recons: np.ndarray, zoom: int = GRID_ZOOM):
-    """Two rows (originals over reconstructions) of uint8 (n, H, W, 3) images -> PIL image."""
-    from PIL import Image
-
-    top = np.concatenate(list(originals), axis=1)
-    bottom = np.concatenate(list(recons), axis=1)
-    grid = np.concatenate([top, bottom], axis=0)
-    img = Image.fromarray(grid)
-    return img.resize((img.width * zoom, img.height * zoom), Image.NEAREST)
-
-
-@torch.no_grad()
-def reconstruct(tok: Tokenizer, images: np.ndarray, batch_size: int = 100) -> np.ndarray:
-    """uint8 (N, S, S, 3) -> uint8 reconstructions through the posterior mean."""
-    from flowtok.eval.recon import to_uint8
-
-    outs = []
-    for i in range(0, len(images), batch_size):
-        x = torch.from_numpy(images[i: i + batch_size])
-        outs.append(to_uint8(tok.decode(tok.encode(x).mean)))
-    return np.concatenate(outs) if outs else images[:0]
 
 
 def shapes_prompts(captions: list[str | None]) -> list[str] | None:
@@ -170,8 +147,6 @@ class TokenizerTask:
     def evaluate(self, ema_modules: dict[str, nn.Module], step: int) -> dict[str, float]:
         if self.val_images is None or len(self.val_images) == 0:
             return {}
-        from flowtok.eval.recon import mean_psnr, ssim
-
         recon = reconstruct(ema_modules["model"], self.val_images)
         metrics = {"psnr": mean_psnr(recon, self.val_images),
                    "ssim": float(ssim(recon, self.val_images).mean())}
