@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from flowtok.errors import CheckpointError, ConfigError
-from flowtok.text.encoders import TextEncoder, TextTokenizer
+from flowtok.text.base import TextEncoder, TextTokenizer
 
 
 @dataclass(frozen=True)

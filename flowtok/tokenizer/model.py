@@ -92,9 +92,9 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 # ----------------------------------------------------------------------------- layers
 
 
-class Attention(nn.Module):
-    """Multi-head self-attention with RoPE on the leading image tokens; fused kernels plug in
-    through ``flowtok_kernels.attention``."""
+class RopeAttention(nn.Module):
+    """Multi-head self-attention with RoPE on the leading image tokens (flowtok.layers.Attention
+    is the same without RoPE); fused kernels plug in through ``flowtok_kernels.attention``."""
 
     def __init__(self, width: int, heads: int):
         super().__init__()
@@ -127,13 +127,14 @@ class SwiGLU(nn.Module):
         return self.down(F.silu(gate) * up)
 
 
-class Block(nn.Module):
-    """Pre-norm transformer block."""
+class RopeBlock(nn.Module):
+    """Pre-norm transformer block with RoPE attention and a SwiGLU MLP (the tokenizer's; the
+    text side's plain GELU block is flowtok.layers.Block)."""
 
     def __init__(self, width: int, heads: int, mlp_ratio: float):
         super().__init__()
         self.norm1 = nn.LayerNorm(width)
-        self.attn = Attention(width, heads)
+        self.attn = RopeAttention(width, heads)
         self.norm2 = nn.LayerNorm(width)
         self.mlp = SwiGLU(width, mlp_ratio)
 
@@ -165,7 +166,7 @@ class Encoder(nn.Module):
         self.latent_tokens = nn.Parameter(torch.randn(cfg.num_latent_tokens, w) * INIT_STD)
         self.latent_pos = nn.Parameter(torch.randn(cfg.num_latent_tokens, w) * INIT_STD)
         self.blocks = nn.ModuleList(
-            Block(w, cfg.enc_heads, cfg.mlp_ratio) for _ in range(cfg.enc_depth)
+            RopeBlock(w, cfg.enc_heads, cfg.mlp_ratio) for _ in range(cfg.enc_depth)
         )
         self.norm_pre = nn.LayerNorm(w)
         # Token-mixing shortcut (K x N): each latent token starts as its own learned weighting
@@ -286,7 +287,7 @@ class Decoder(nn.Module):
             self.text_in = nn.Linear(cfg.text_dim, w)
             self.text_pos = nn.Parameter(torch.randn(K, w) * INIT_STD)
         self.blocks = nn.ModuleList(
-            Block(w, cfg.dec_heads, cfg.mlp_ratio) for _ in range(cfg.dec_depth)
+            RopeBlock(w, cfg.dec_heads, cfg.mlp_ratio) for _ in range(cfg.dec_depth)
         )
         self.norm_pre = nn.LayerNorm(w)
         self.norm = nn.LayerNorm(w)

@@ -1,0 +1,75 @@
+"""The text-encoder interface: ``TextTokenizer`` (prompts <-> K token ids) and ``TextEncoder``
+(ids -> (B, K, D) features), which every encoder in encoders.py and minilm.py implements."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TextTokenizer:
+    """Prompts <-> K token ids, with no model weights (captioning decodes ids with this alone)."""
+
+    def __init__(self, hf_tokenizer, length: int):
+        self.tok, self.length = hf_tokenizer, length
+
+    def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts -> ids, attention mask, each (B, K) long: padded / truncated to K."""
+        enc = self.tok(list(prompts), padding="max_length", truncation=True, max_length=self.length,
+                       return_tensors="pt")
+        return enc["input_ids"], enc["attention_mask"]
+
+    def decode_ids(self, ids: torch.Tensor) -> list[str]:
+        """(B, K) token ids -> strings, special and padding tokens dropped."""
+        return [s.strip() for s in self.tok.batch_decode(ids.tolist(), skip_special_tokens=True)]
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tok)
+
+    @property
+    def special_ids(self) -> list[int]:
+        return sorted(set(self.tok.all_special_ids))
+
+    def truncated(self, prompt: str) -> bool:
+        """True when ``prompt`` does not fit into K tokens (the CLI warns about it)."""
+        return len(self.tok(prompt)["input_ids"]) > self.length
+
+
+class TextEncoder(nn.Module):
+    """Interface: ``tokenizer`` (a TextTokenizer); ``forward(ids, mask)`` -> features (B, K, D)."""
+
+    dim: int
+    length: int
+    tokenizer: TextTokenizer
+    pooled_token: bool = False  # slot 0 carries the sentence embedding (TextConfig.pooled_token)
+
+    def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.tokenizer.tokenize(prompts)
+
+    def decode_ids(self, ids: torch.Tensor) -> list[str]:
+        return self.tokenizer.decode_ids(ids)
+
+    def truncated(self, prompt: str) -> bool:
+        return self.tokenizer.truncated(prompt)
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> torch.Tensor:
+        """Prompts -> (B, K, D) float32 features on the encoder's device."""
+        ids, mask = self.tokenize(prompts)
+        dev = next(self.parameters()).device
+        feats = self(ids.to(dev), mask.to(dev)).float()
+        return with_pooled_token(feats, mask.to(dev)) if self.pooled_token else feats
+
+
+def with_pooled_token(feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Put the masked mean of the token features (B, K, D), L2-normalised to rms 1, in slot 0.
+
+    Mean pooling is how all-MiniLM-L6-v2 was trained to embed sentences, so paraphrases land near
+    each other there even where their tokens differ; the tokens keep the exact words.
+    """
+    m = mask.to(feats.dtype)[..., None]  # (B, K, 1)
+    pooled = (feats * m).sum(1) / m.sum(1).clamp(min=1.0)
+    out = feats.clone()
+    out[:, 0] = torch.nn.functional.normalize(pooled, dim=-1) * feats.shape[-1] ** 0.5
+    return out
