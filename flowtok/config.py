@@ -39,7 +39,7 @@ class TokenizerConfig:
     dec_heads: int = 4
     mlp_ratio: float = 4.0  # SwiGLU hidden = 2/3 * mlp_ratio * width (paper)
     rope_theta: float = 10000.0  # 2D axial RoPE on image positions only
-    logvar_clamp: tuple[float, float] = (-30.0, 20.0)
+    logvar_clamp: tuple[float, float] = (-30.0, 20.0)  # posterior logvar range (exp stays finite)
     conv_refine: bool = True  # light conv refinement after unpatchify; sharpens edges, cleans seams
     # convolutional upsampling head beside the linear pixel head: channels of each x2 stage
     # (log2(patch_size) stages), empty = linear head only (paper)
@@ -69,7 +69,7 @@ class TextConfig:
     proj_heads: int = 4
     proj_ffn: int = 512
     proj_dropout: float = 0.1
-    kl_weight: float = 1e-4  # gamma_1 (paper)
+    kl_weight: float = 1e-4  # gamma_1 (paper): weight of z_text's posterior KL to N(0, I)
     normalize_latent: bool = False  # RMS-normalise z_text's mean per sample (stops it shrinking to 0)
     min_std: float = 0.0  # text->image: floor on z_text's posterior std (keeps the flow's source a distribution)
     # feature slot 0 ([CLS]) carries the masked mean of the token features, L2-normalised to
@@ -131,7 +131,7 @@ class TrainConfig:
     lr: float = 1e-3
     min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
     weight_decay: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.99)
+    betas: tuple[float, float] = (0.9, 0.99)  # AdamW (beta1, beta2)
     warmup_steps: int = 100
     max_steps: int = 2000
     schedule: str = "cosine"  # cosine | constant
@@ -142,11 +142,12 @@ class TrainConfig:
     log_every: int = 50
     eval_every: int = 500
     ckpt_every: int = 500
-    keep_checkpoints: int = 2
-    num_workers: int = 0
+    keep_checkpoints: int = 2  # newest step_N folders kept; older ones are deleted
     gan_weight: float = 0.0  # PatchGAN hinge weight (tokenizer); 0 disables
     gan_start: int = 0  # step at which the GAN loss switches on
-    kl_weight: float = 1e-4  # tokenizer posterior KL weight
+    # tokenizer: weight of its posterior's KL to N(0, I), ramped in over the first quarter of
+    # training (not text.kl_weight, the text projector's KL, paper gamma_1)
+    tokenizer_kl_weight: float = 1e-4
     edge_weight: float = 0.0  # tokenizer: L1 on image gradients (slowed the start on shapes)
     hflip: bool = False  # tokenizer: mirror half of each batch (and fit a linear basis on both)
     # train the decoder alone: tokenizer - the encoder stays as it starts (latents keep their
@@ -182,6 +183,14 @@ class FlowTokConfig:
     @property
     def C(self) -> int:
         return self.tokenizer.token_channels
+
+
+# Keys that config files written by an older flowtok may hold, per dataclass: a renamed key is
+# read under its new name (``None``: a removed field nothing read, dropped). ``save_config``
+# writes the current names.
+LEGACY_KEYS: dict[str, dict[str, str | None]] = {
+    "TrainConfig": {"kl_weight": "tokenizer_kl_weight", "num_workers": None},
+}
 
 
 # ----------------------------------------------------------------------------- dict <-> dataclass
@@ -243,8 +252,31 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+def upgrade_keys(cls: type, data: dict[str, Any], where: str = "config") -> dict[str, Any]:
+    """``data`` (for dataclass ``cls``, sections included) with LEGACY_KEYS under their current
+    names; an old and a new name for the same field together are an error."""
+    out = dict(data)
+    for old, new in LEGACY_KEYS.get(cls.__name__, {}).items():
+        if old not in out:
+            continue
+        value = out.pop(old)
+        if new is None:
+            continue
+        if new in out:
+            raise ConfigError(f"{where}: {old} is the old name of {new}; give only {new}")
+        out[new] = value
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp) and isinstance(out.get(f.name), dict):
+            out[f.name] = upgrade_keys(tp, out[f.name], f"{where}.{f.name}")
+    return out
+
+
 def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
-    """Build dataclass ``cls`` from a dict; unknown keys are errors, missing keys take defaults."""
+    """Build dataclass ``cls`` from a dict; unknown keys are errors, missing keys take defaults
+    (old key names are read as their new ones, see LEGACY_KEYS)."""
+    data = upgrade_keys(cls, data, where)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -323,6 +355,7 @@ def apply_overrides(cfg: FlowTokConfig, overrides: list[str]) -> FlowTokConfig:
     data = to_dict(cfg)
     for text in overrides:
         path, value = parse_override(text)
+        path = _current_path(path, text)
         node = data
         for i, part in enumerate(path[:-1]):
             if not isinstance(node.get(part), dict):
@@ -339,6 +372,23 @@ def apply_overrides(cfg: FlowTokConfig, overrides: list[str]) -> FlowTokConfig:
     return config_from_dict(data, "overrides")
 
 
+def _current_path(path: list[str], text: str) -> list[str]:
+    """An override's key path with old key names (LEGACY_KEYS) replaced by the current ones."""
+    cls: Any = FlowTokConfig
+    out = []
+    for part in path:
+        if cls is not None:
+            legacy = LEGACY_KEYS.get(cls.__name__, {})
+            if part in legacy:
+                if legacy[part] is None:
+                    raise ConfigError(f"override {text!r}: {part} was removed (nothing read it)")
+                part = legacy[part]
+            tp = typing.get_type_hints(cls).get(part)
+            cls = tp if dataclasses.is_dataclass(tp) else None
+        out.append(part)
+    return out
+
+
 def resolve_config(
     preset: str | None = None, config_file: str | os.PathLike | None = None,
     overrides: list[str] | None = None,
@@ -349,7 +399,8 @@ def resolve_config(
         path = Path(config_file)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found; pass an existing YAML file")
-        data = _deep_merge(data, _read_yaml(path.read_text(), str(path)))
+        data = _deep_merge(data, upgrade_keys(FlowTokConfig, _read_yaml(path.read_text(), str(path)),
+                                              str(path)))
     cfg = config_from_dict(data, str(config_file) if config_file else "config")
     return apply_overrides(cfg, overrides or [])
 

@@ -101,3 +101,36 @@ def test_config_from_a_newer_version_is_refused():
     data["version"] = CONFIG_VERSION + 1
     with pytest.raises(ConfigError, match="newer flowtok"):
         config_from_dict(data)
+
+
+def test_config_files_with_old_key_names_still_load(tmp_path):
+    """train_*.kl_weight was renamed tokenizer_kl_weight and train_*.num_workers removed; files
+    written before (the shipped default model's among them) load with the old values."""
+    from pathlib import Path
+
+    import flowtok
+
+    shipped = Path(flowtok.__file__).parent / "default_model"
+    for path in (shipped / "config.json", shipped / "i2t" / "config.json"):
+        raw = json.loads(path.read_text())
+        assert "kl_weight" in raw["train_tokenizer"] and "num_workers" in raw["train_flow"]
+        cfg = load_config(path)
+        assert cfg.train_tokenizer.tokenizer_kl_weight == raw["train_tokenizer"]["kl_weight"]
+        assert cfg.text.kl_weight == raw["text"]["kl_weight"]  # the projector's: not renamed
+        assert "kl_weight" not in to_dict(cfg.train_flow) and "num_workers" not in to_dict(cfg.train_flow)
+    data = to_dict(load_preset("tiny"))
+    data["train_tokenizer"]["kl_weight"] = 0.5
+    with pytest.raises(ConfigError, match="old name of tokenizer_kl_weight"):
+        config_from_dict(data)  # the old and the new name at once
+    del data["train_tokenizer"]["tokenizer_kl_weight"]
+    assert config_from_dict(data).train_tokenizer.tokenizer_kl_weight == 0.5
+
+
+def test_old_key_names_work_in_overrides_and_yaml_files(tmp_path):
+    cfg = apply_overrides(load_preset("tiny"), ["train_tokenizer.kl_weight=0.25"])
+    assert cfg.train_tokenizer.tokenizer_kl_weight == 0.25
+    with pytest.raises(ConfigError, match="num_workers was removed"):
+        apply_overrides(load_preset("tiny"), ["train_flow.num_workers=2"])
+    path = tmp_path / "old.yaml"
+    path.write_text("train_tokenizer: {kl_weight: 0.125, num_workers: 4}\n")
+    assert resolve_config("tiny", path).train_tokenizer.tokenizer_kl_weight == 0.125

@@ -56,7 +56,7 @@ class FakePipe:
         cfg = resolve_config("tiny")
         cfg.tokenizer.image_size = SIZE
         torch.manual_seed(0)
-        self.tokenizer = Tokenizer.from_config(cfg).eval()
+        self.tokenizer = Tokenizer(cfg.tokenizer).eval()
         self.text_encoder = TinyTextEncoder(cfg.K, cfg.text.feature_dim)
         self.shift = 1 if shuffle else 0
 

@@ -39,7 +39,7 @@ def test_written_shards_are_plain_tars_that_read_back_unchanged(shards):
     assert sorted(p.name for p in shards.iterdir()) == [f"00000{i}.tar" for i in range(4)]
     with tarfile.open(shards / "000001.tar") as tar:  # any tar tool sees key.ext members
         assert tar.getnames()[:3] == ["000000005.png", "000000005.txt", "000000005.json"]
-    samples = wds.read_all(shards)
+    samples = [s.load() for p in wds.list_shards(shards) for s in wds.iter_shard(p)]
     assert [s["__key__"] for s in samples] == [f"{n:09d}" for n in range(20)]
     assert all(s["png"] == _png(int(s["__key__"])) for s in samples)
     assert samples[7]["txt"] == b"caption 7"
@@ -111,7 +111,7 @@ def test_tokenize_webdataset_holds_the_same_latents_as_safetensors_shards(latent
     from typer.testing import CliRunner
 
     from flowtok.data.shards import read_shards
-    from flowtok.data.webdataset import read_latent_tars
+    from flowtok.data.webdataset import iter_shard, latent_sample, list_shards
     from flowtok_cli.app import app
 
     assert sorted(p.name for p in (latents / "wds").glob("*.tar")) == [
@@ -123,7 +123,9 @@ def test_tokenize_webdataset_holds_the_same_latents_as_safetensors_shards(latent
     assert json.loads(run.stdout)["shards_skipped"] == 4  # the parts did all the work
     run = CliRunner().invoke(app, ["tokenize", *common, "-o", str(latents / "st")])
     assert run.exit_code == 0, run.output
-    mean, logvar, captions, names = read_latent_tars(latents / "wds")
+    rows = [latent_sample(s) for p in list_shards(latents / "wds") for s in iter_shard(p)]
+    mean, logvar = torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows])
+    captions, names = [r[2] for r in rows], [r[3] for r in rows]
     ref = read_shards(latents / "st")
     assert names == ref.file_names and captions == ref.captions
     assert torch.equal(mean, ref.mean.float()) and torch.equal(logvar, ref.logvar.float())

@@ -159,11 +159,6 @@ def iter_shard(path: str | Path) -> Iterator[Sample]:
         yield current
 
 
-def read_all(source: str | Path) -> list[dict[str, Any]]:
-    """Every sample of every shard, in order, as dicts of bytes (small data sets and tests)."""
-    return [s.load() for p in list_shards(source) for s in iter_shard(p)]
-
-
 def shuffled(samples: Iterator[Sample], buffer: int, rng: random.Random) -> Iterator[Sample]:
     """webdataset's shuffle buffer: fill to ``buffer``, then yield a random element and refill."""
     if buffer <= 1:
@@ -391,14 +386,3 @@ def write_latent_tars(records: list, tokenizer, out: Path, tokenizer_dir: Path, 
         else:
             failed_path.unlink(missing_ok=True)
     return TokenizeReport(items, written, skipped, failed)
-
-
-def read_latent_tars(source: str | Path):
-    """Every sample of latent shards as (mean, logvar (n, K, C) float32, captions, names)."""
-    import torch
-
-    rows = [latent_sample(smp) for p in list_shards(source) for smp in iter_shard(p)]
-    if not rows:
-        raise DataError(f"{source}: the shards hold no samples")
-    return (torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows]),
-            [r[2] for r in rows], [r[3] for r in rows])

@@ -35,7 +35,6 @@ import flowtok_kernels
 from flowtok.atomic import replace_folder
 from flowtok.config import (
     CONFIG_VERSION,
-    FlowTokConfig,
     TokenizerConfig,
     config_from_dict,
     from_dict,
@@ -194,20 +193,6 @@ class Encoder(nn.Module):
         mean, logvar = moments.float().chunk(2, dim=-1)
         lo, hi = self.cfg.logvar_clamp
         return mean, logvar.clamp(lo, hi)
-
-
-class ConvRefine(nn.Module):
-    """3x3 convolution after unpatchify (the paper's final conv): smooths patch seams. Starts as
-    the identity (residual with a zero-initialised conv) so it never slows early training."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 3, 3, padding=1)
-        nn.init.zeros_(self.conv.weight)
-        nn.init.zeros_(self.conv.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv(x)
 
 
 REFINE_HIDDEN = 32  # channels of LightRefine's hidden layer
@@ -443,10 +428,6 @@ class Tokenizer(nn.Module):
 
     # ------------------------------------------------------------------ model folders
 
-    @classmethod
-    def from_config(cls, cfg: TokenizerConfig | FlowTokConfig) -> Tokenizer:
-        return cls(cfg.tokenizer if isinstance(cfg, FlowTokConfig) else cfg)
-
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         """Write config.json + model.safetensors into ``path`` atomically (temp folder, rename)."""
         from safetensors.torch import save_file
@@ -515,8 +496,3 @@ def _init_linear(m: nn.Module) -> None:
         nn.init.trunc_normal_(m.weight, std=INIT_STD)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-

@@ -136,7 +136,7 @@ class TokenizerTask:
         total, logs = reconstruction_loss(recon.float(), batch, self.weights)
         kl = post.kl().mean()
         ramp = min(1.0, step / max(1.0, KL_RAMP_FRACTION * self.tcfg.max_steps))
-        total = total + ramp * self.tcfg.kl_weight * kl
+        total = total + ramp * self.tcfg.tokenizer_kl_weight * kl
         logs["kl"] = float(kl.detach())
         if self.disc is not None and step >= self.tcfg.gan_start:
             g_loss, d_loss = gan_losses(self.disc, recon, batch)
