@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from flowtok.errors import ConfigError
+from flowtok.errors import ArgumentError, ConfigError
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 PROCESS_GROUP_TIMEOUT = timedelta(minutes=60)  # rank 0 evaluates while the others wait
@@ -24,14 +24,44 @@ PROCESS_GROUP_TIMEOUT = timedelta(minutes=60)  # rank 0 evaluates while the othe
 # ----------------------------------------------------------------------------- device
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """``None`` -> cuda when available, else cpu; an unavailable explicit device is an error."""
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` -> cuda when available, else cpu. A device name torch does not know, or one this
+    machine lacks (CUDA on a CPU-only torch, cuda:3 with two GPUs, MPS off a Mac), is an
+    ArgumentError (a ValueError) naming the option and what would work, raised before any model
+    is loaded."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: CUDA is not available here; use --device cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ArgumentError(f"--device {device}: not a device name; use {_device_choices()}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this torch is a CPU-only build" if torch.version.cuda is None
+                   else "no CUDA GPU is visible")
+            raise ArgumentError(f"--device {device}: CUDA is not available here ({why}); "
+                                "use --device cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ArgumentError(f"--device {device}: this machine has {count} CUDA device(s); "
+                                f"use cuda:0 … cuda:{count - 1}")
+    elif dev.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ArgumentError(f"--device {device}: MPS is not available here; use --device cpu")
+    elif dev.type not in ("cpu", "meta"):
+        raise ArgumentError(f"--device {device}: flowtok does not run on {dev.type}; "
+                            f"use {_device_choices()}")
     return dev
+
+
+def _device_choices() -> str:
+    """The devices this machine can run, for error messages."""
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda", "cuda:N"]
+    if hasattr(torch.backends, "mps") and torch.backends.mps.is_available():
+        names.append("mps")
+    return ", ".join(names)
 
 
 def move_to(obj: Any, device: torch.device) -> Any:

@@ -15,3 +15,11 @@ class DataError(FlowTokError):
 
 class CheckpointError(FlowTokError):
     """A model folder or checkpoint that is missing, corrupted, unsafe or incompatible."""
+
+
+class ArgumentError(ConfigError, ValueError):
+    """A bad argument to a library call (a ValueError too, as Python callers expect; exit 2)."""
+
+
+class NumericalError(FlowTokError):
+    """A model produced NaN or Inf: a non-finite setting or damaged weights (never a black image)."""

@@ -17,9 +17,11 @@ image latent (B, K, C) -> tokenizer decoder -> RGB.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -28,10 +30,14 @@ import torch
 
 from flowtok.atomic import open_to_umask
 from flowtok.config import FlowTokConfig, load_config, save_config, to_dict
-from flowtok.errors import CheckpointError, ConfigError
+from flowtok.device import resolve_device
+from flowtok.errors import ArgumentError, CheckpointError, ConfigError, NumericalError
 from flowtok.flow.model import TextImageFlow
 from flowtok.safe_load import load_safetensors, refuse_pickle
 from flowtok.tokenizer.model import Tokenizer
+
+# torch.Generator.manual_seed takes seeds in [-2**63, 2**64 - 1]; image i uses seed + i
+MIN_SEED, MAX_SEED = -(2**63), 2**64 - 1
 
 
 def default_model_path() -> Path | None:
@@ -63,17 +69,56 @@ def _save_state(module: torch.nn.Module, path: Path, dtype: torch.dtype | None) 
         Path(tmp).unlink(missing_ok=True)
 
 
-def load_direction(cfg: FlowTokConfig, path: Path, direction: str) -> TextImageFlow:
-    """Rebuild one direction from its safetensors file; shape mismatches are CheckpointErrors."""
+def load_direction(cfg: FlowTokConfig, path: Path, direction: str,
+                   config_file: Path | None = None) -> TextImageFlow:
+    """Rebuild one direction from its safetensors file; a missing, extra, misshapen or
+    non-finite tensor is a CheckpointError naming it (``config_file`` is the config it was
+    built from, for the message)."""
     state = {k: v.float() if v.is_floating_point() else v for k, v in _load_state(path).items()}
     vocab = state.get("decoder.vocab_ids") if direction == "i2t" else None
     model = TextImageFlow(cfg, direction, vocab_ids=vocab)
+    check_state(model.state_dict(), state, path, config_file or path.parent.parent / "config.json")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
         raise CheckpointError(f"{path}: does not match config.json ({first})") from e
+    check_finite_weights(model, path)
     return model.eval()
+
+
+def check_state(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], path: Path,
+                config_file: Path) -> None:
+    """Compare a weights file with the model its config builds, naming the first tensor that is
+    missing, unexpected or of another shape (torch's own message stops before the name)."""
+    mismatch = f"{path}: does not match {config_file.name} ({config_file})"
+    missing = [k for k in expected if k not in found]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise CheckpointError(f"{mismatch}: tensor {missing[0]}{more} missing (expected shape "
+                              f"{tuple(expected[missing[0]].shape)}); the weights come from "
+                              "another model version or config")
+    for name, t in expected.items():
+        if tuple(found[name].shape) != tuple(t.shape):
+            raise CheckpointError(f"{mismatch}: tensor {name} has shape {tuple(found[name].shape)}, "
+                                  f"expected {tuple(t.shape)}; the weights and config come from "
+                                  "different models")
+    extra = [k for k in found if k not in expected]
+    if extra:
+        more = f" and {len(extra) - 1} more" if len(extra) > 1 else ""
+        raise CheckpointError(f"{mismatch}: unexpected tensor {extra[0]}{more} (shape "
+                              f"{tuple(found[extra[0]].shape)}); the weights come from another "
+                              "model")
+
+
+def check_finite_weights(module: torch.nn.Module, path: Path) -> None:
+    """NaN or Inf weights draw black images and empty captions; refuse them at load, naming
+    the tensor."""
+    for name, t in module.state_dict().items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            kind = "NaN" if bool(torch.isnan(t).any()) else "Inf"
+            raise CheckpointError(f"{path}: tensor {name} contains {kind}; the weights are damaged "
+                                  "(a diverged training run?); re-export or retrain the model")
 
 
 def _shared_parts(cfg: FlowTokConfig) -> tuple:
@@ -116,12 +161,11 @@ class FlowTokPipeline:
         self.config, self.tokenizer, self.t2i, self.i2t = config, tokenizer.eval(), t2i, i2t
         self._text_encoder = text_encoder
         self.model_id = config.name
-        self.device = torch.device(device)
-        self.to(self.device)
+        self.to(device)
 
     # ----------------------------------------------------------------------- components
     def to(self, device: str | torch.device) -> FlowTokPipeline:
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         for m in (self.tokenizer, self.t2i, self.i2t, self._text_encoder):
             if m is not None:
                 m.to(self.device)
@@ -144,6 +188,7 @@ class FlowTokPipeline:
     def from_pretrained(cls, path: str | os.PathLike | None = None,
                         device: str | torch.device | None = None) -> FlowTokPipeline:
         """Load a model folder (default: the model shipped with the package)."""
+        device = resolve_device(device)  # a device this machine lacks fails before loading
         if path is None:
             path = default_model_path()
             if path is None:
@@ -152,19 +197,28 @@ class FlowTokPipeline:
         refuse_pickle(path)
         if not path.is_dir():
             raise CheckpointError(f"{path}: not a folder; pass a flowtok model folder")
+        if not (path / "tokenizer").is_dir() and (path / "model.safetensors").is_file():
+            raise CheckpointError(f"{path}: is a tokenizer folder, not a model folder; pass the "
+                                  f"model folder that holds it ({path.parent})")
+        if not (path / "config.json").is_file():
+            raise CheckpointError(f"{path}: not a flowtok model folder (needs config.json, "
+                                  "tokenizer/ and t2i/ or i2t/)")
         try:
             cfg = load_config(path / "config.json")
         except ConfigError as e:
             raise CheckpointError(str(e)) from e
         tok = Tokenizer.from_pretrained(path / "tokenizer")
-        t2i = load_direction(direction_config(cfg, path / "t2i"), path / "t2i" / "model.safetensors",
-                             "t2i") if (path / "t2i").is_dir() else None
-        i2t = load_direction(direction_config(cfg, path / "i2t"), path / "i2t" / "model.safetensors",
-                             "i2t") if (path / "i2t").is_dir() else None
-        if t2i is None and i2t is None:
+        check_finite_weights(tok, path / "tokenizer" / "model.safetensors")
+        parts = {}
+        for name in ("t2i", "i2t"):
+            if (path / name).is_dir():
+                own = path / name / "config.json"
+                parts[name] = load_direction(direction_config(cfg, path / name),
+                                             path / name / "model.safetensors", name,
+                                             own if own.is_file() else path / "config.json")
+        if not parts:
             raise CheckpointError(f"{path}: has neither t2i/ nor i2t/; nothing to run")
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        pipe = cls(cfg, tok, t2i, i2t, device=device)
+        pipe = cls(cfg, tok, parts.get("t2i"), parts.get("i2t"), device=device)
         if path == default_model_path():
             pipe.model_id = f"flowtok-default-{cfg.name}"
         else:  # run folders export to RUN/model: name the run, not "model"
@@ -204,12 +258,37 @@ class FlowTokPipeline:
             shutil.rmtree(tmp, ignore_errors=True)
         return path
 
-    # ----------------------------------------------------------------------- text -> image
+    # ----------------------------------------------------------------------- settings
     def _check_prompts(self, prompts: list[str]) -> None:
         for p in prompts:
-            if not isinstance(p, str) or not p.strip():
-                raise ConfigError("a prompt is empty; give some text, e.g. \"a cat\"")
+            if not isinstance(p, str):
+                raise ArgumentError(f"prompts must be strings, got {type(p).__name__}")
+            if not p.strip():
+                raise ArgumentError("a prompt is empty; give some text, e.g. \"a cat\"")
 
+    def _settings(self, steps: int | None, guidance: float | None,
+                  default_guidance: float) -> tuple[int, float]:
+        """Validated (steps, guidance): ``None`` takes the model's default; 0 steps, a negative or
+        non-finite guidance are ArgumentErrors (never silently replaced or turned into NaN)."""
+        if steps is None:
+            steps = self.config.flow.steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ArgumentError(f"num_inference_steps must be an integer of at least 1, got {steps!r}")
+        if guidance is None:
+            guidance = default_guidance
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) \
+                or not math.isfinite(guidance) or guidance < 0:
+            raise ArgumentError(f"guidance_scale must be a finite number of at least 0 (1 = no "
+                                f"guidance), got {guidance!r}")
+        return steps, float(guidance)
+
+    def _check_temperature(self) -> float:
+        t = self.config.flow.temperature
+        if not math.isfinite(t) or t < 0:
+            raise ArgumentError(f"temperature must be a finite number of at least 0, got {t!r}")
+        return t
+
+    # ----------------------------------------------------------------------- text -> image
     @torch.no_grad()
     def generate_latents(self, feats: torch.Tensor, seeds: list[int], steps: int,
                          guidance: float) -> torch.Tensor:
@@ -217,10 +296,14 @@ class FlowTokPipeline:
         depends only on (prompt i, seed i), never on the batch it was generated in."""
         if self.t2i is None:
             raise CheckpointError("this model folder has no text-to-image component (t2i/)")
+        temperature = self._check_temperature()
         K, C = self.config.K, self.config.C
         noise = torch.stack([torch.randn(K, C, generator=torch.Generator().manual_seed(s)) for s in seeds])
-        return self.t2i.text_to_latent(feats.to(self.device), noise.to(self.device), steps, guidance,
-                                       temperature=self.config.flow.temperature)
+        lat = self.t2i.text_to_latent(feats.to(self.device), noise.to(self.device), steps, guidance,
+                                      temperature=temperature)
+        _check_finite(lat, "the text-to-image flow", self.t2i, "t2i",
+                      f"guidance {guidance}, temperature {temperature}")
+        return lat
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, feats: torch.Tensor | None = None) -> np.ndarray:
@@ -228,50 +311,74 @@ class FlowTokPipeline:
         also reads the prompts' features (B, K, D)."""
         text = feats if self.tokenizer.cfg.text_guidance else None
         x = self.tokenizer.decode(latents, text)  # (B, 3, H, W) in [-1, 1]
+        _check_finite(x, "the tokenizer's decoder", self.tokenizer, "tokenizer")
         return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+    def iter_images(self, items: list[tuple[str, int]], num_inference_steps: int | None = None,
+                    guidance_scale: float | None = None, batch_size: int = 64
+                    ) -> Iterator[tuple[int, object]]:
+        """(prompt, seed) pairs -> (index into ``items``, PIL image), one batch at a time, so a
+        caller can save each image as soon as it exists."""
+        from PIL import Image
+
+        steps, guidance = self._settings(num_inference_steps, guidance_scale,
+                                         self.config.flow.guidance)
+        self._check_prompts([p for p, _ in items])
+        self._check_temperature()
+        _check_batch_size(batch_size)
+        for _, s in items:
+            _check_seed(s)
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            ps, ss = [c[0] for c in chunk], [c[1] for c in chunk]
+            feats = self.text_encoder.encode(ps).to(self.device)  # (B, K, D), encoded once
+            lat = self.generate_latents(feats, ss, steps, guidance)
+            for i, a in enumerate(self.decode(lat, feats)):
+                yield start + i, Image.fromarray(a)
 
     def __call__(self, prompt: str | list[str], num_inference_steps: int | None = None,
                  guidance_scale: float | None = None, seed: int = 0, num_images_per_prompt: int = 1,
                  batch_size: int = 64, progress=None) -> list:
         """Prompt(s) -> PIL images. Image j of prompt i uses seed ``seed + i * n + j``."""
-        from PIL import Image
-
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         self._check_prompts(prompts)
-        steps = num_inference_steps or self.config.flow.steps
-        guidance = self.config.flow.guidance if guidance_scale is None else guidance_scale
-        if steps <= 0:
-            raise ConfigError(f"steps must be positive, got {steps}")
         n = num_images_per_prompt
-        if n <= 0:
-            raise ConfigError(f"the number of images must be positive, got {n}")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ArgumentError(f"num_images_per_prompt must be an integer of at least 1, got {n!r}")
+        _check_seed(seed, len(prompts) * n)
         todo = [(p, seed + i * n + j) for i, p in enumerate(prompts) for j in range(n)]
         images = []
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
-            ps, ss = [c[0] for c in chunk], [c[1] for c in chunk]
-            feats = self.text_encoder.encode(ps).to(self.device)  # (B, K, D), encoded once
-            lat = self.generate_latents(feats, ss, steps, guidance)
-            images.extend(Image.fromarray(a) for a in self.decode(lat, feats))
+        for _, img in self.iter_images(todo, num_inference_steps, guidance_scale, batch_size):
+            images.append(img)
             if progress is not None:
-                progress(len(chunk))
+                progress(1)
         return images
 
     # ----------------------------------------------------------------------- image -> text
     @torch.no_grad()
     def caption(self, images, num_inference_steps: int | None = None,
-                guidance_scale: float | None = None) -> list[str]:
-        """PIL images or uint8 (B, H, W, 3) arrays -> captions."""
+                guidance_scale: float | None = None, batch_size: int = 64) -> list[str]:
+        """Image(s) -> one caption each. An image is a path, a PIL image, a uint8 (H, W, 3)
+        array or tensor, or a float (3, H, W) tensor in [-1, 1]; pass one, a list of them, or a
+        (B, H, W, 3) / (B, 3, H, W) batch."""
         if self.i2t is None:
             raise CheckpointError("this model folder has no image-to-text component (i2t/)")
+        steps, guidance = self._settings(num_inference_steps, guidance_scale,
+                                         self.config.flow.caption_guidance)
+        _check_batch_size(batch_size)
         size = self.tokenizer.cfg.image_size
         bg = self.tokenizer.cfg.background
-        arr = np.stack([_as_uint8(im, size, bg) for im in images])  # (B, H, W, 3) uint8
-        z = self.tokenizer.encode(torch.from_numpy(arr)).mean
-        steps = num_inference_steps or self.config.flow.steps
-        guidance = self.config.flow.caption_guidance if guidance_scale is None else guidance_scale
-        ids = self.i2t.latent_to_ids(z, steps, guidance)
-        return self.caption_decoder_strings(ids)
+        items = _image_list(images)
+        arrs = [_as_uint8(im, size, bg) for im in items]  # each (size, size, 3) uint8
+        captions: list[str] = []
+        for start in range(0, len(arrs), batch_size):
+            arr = np.stack(arrs[start:start + batch_size])  # (B, H, W, 3) uint8
+            z = self.tokenizer.encode(torch.from_numpy(arr)).mean
+            _check_finite(z, "the tokenizer's encoder", self.tokenizer, "tokenizer")
+            z_text = self.i2t.latent_to_text_latent(z, steps, guidance)
+            _check_finite(z_text, "the image-to-text flow", self.i2t, "i2t", f"guidance {guidance}")
+            captions += self.caption_decoder_strings(self.i2t.decoder.decode(z_text))
+        return captions
 
     def caption_decoder_strings(self, ids: torch.Tensor) -> list[str]:
         """Caption token ids -> strings with the text encoder's tokenizer (no model weights)."""
@@ -281,19 +388,84 @@ class FlowTokPipeline:
         return build_text_tokenizer(t.encoder, self.config.K, t.encoder_path).decode_ids(ids.cpu())
 
 
+def _check_seed(seed: int, count: int = 1) -> None:
+    """Seeds ``seed … seed + count - 1`` must fit torch's generator (an int in [-2**63, 2**64))."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ArgumentError(f"seed must be an integer, got {seed!r}")
+    if seed < MIN_SEED or seed + count - 1 > MAX_SEED:
+        raise ArgumentError(f"seed {seed} is out of range: seeds (image i uses seed + i) must lie "
+                            f"between -2**63 and 2**64 - 1; pick a smaller seed")
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ArgumentError(f"batch_size must be an integer of at least 1, got {batch_size!r}")
+
+
+def _check_finite(t: torch.Tensor, stage: str, module: torch.nn.Module, part: str,
+                  settings: str = "") -> None:
+    """Raise NumericalError when ``stage`` produced NaN/Inf, naming the cause: a non-finite
+    weight of ``module`` (the model folder's ``part``/), else the settings, else overflow."""
+    if bool(torch.isfinite(t).all()):
+        return
+    for name, w in module.state_dict().items():
+        if w.is_floating_point() and not bool(torch.isfinite(w).all()):
+            raise NumericalError(f"{stage} produced NaN/Inf because the {part} weights do "
+                                 f"(tensor {name}); reload or retrain the model")
+    hint = f" with {settings}" if settings else ""
+    raise NumericalError(f"{stage} produced NaN/Inf{hint}; the weights are finite, so lower the "
+                         "guidance, temperature or number of steps")
+
+
+def _image_list(images) -> list:
+    """One image, a list of images or a 4-D batch -> a list of single images; anything else is
+    an ArgumentError saying what is accepted."""
+    from PIL import Image
+
+    if isinstance(images, (str, os.PathLike, Image.Image)):
+        return [images]
+    if isinstance(images, (np.ndarray, torch.Tensor)):
+        if images.ndim == 3:
+            return [images]
+        if images.ndim == 4:
+            return list(images)
+        raise ArgumentError(f"an image array must be (H, W, 3) or a (B, H, W, 3) batch, got shape "
+                            f"{tuple(images.shape)}")
+    if isinstance(images, (list, tuple)):
+        items = list(images)
+        for im in items:
+            if not isinstance(im, (str, os.PathLike, Image.Image, np.ndarray, torch.Tensor)):
+                raise ArgumentError(f"caption() got a list holding a {type(im).__name__}; "
+                                    f"{_ACCEPTED_IMAGES}")
+        return items
+    raise ArgumentError(f"caption() got a {type(images).__name__}; {_ACCEPTED_IMAGES}")
+
+
+_ACCEPTED_IMAGES = ("pass a path, a PIL image, a uint8 (H, W, 3) array or tensor, a float (3, H, W) "
+                    "tensor in [-1, 1], or a list of them")
+
+
 def _as_uint8(image, size: int, background: tuple[int, int, int]) -> np.ndarray:
-    """A path, PIL image or uint8 (H, W, 3) array -> uint8 (size, size, 3), centre-cropped;
-    transparency composited over ``background``."""
+    """A path, PIL image, uint8 (H, W, 3) array/tensor or float (3, H, W) tensor in [-1, 1] ->
+    uint8 (size, size, 3), centre-cropped; transparency composited over ``background``."""
     from PIL import Image, ImageOps
 
     from flowtok.data.imagefolder import load_image, to_rgb
 
     if isinstance(image, (str, os.PathLike)):
         return load_image(image, size, background)
+    if isinstance(image, torch.Tensor):
+        t = image.detach().cpu()
+        if t.is_floating_point() and t.ndim == 3 and t.shape[0] == 3:  # (3, H, W) in [-1, 1]
+            t = ((t.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0)
+        image = t.numpy()
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-            raise ConfigError(f"array images must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
-        image = Image.fromarray(image)
+            raise ArgumentError(f"array images must be uint8 (H, W, 3), got {image.dtype} "
+                                f"{image.shape}")
+        image = Image.fromarray(np.ascontiguousarray(image))
+    if not isinstance(image, Image.Image):
+        raise ArgumentError(f"caption() got a {type(image).__name__}; {_ACCEPTED_IMAGES}")
     image = to_rgb(image, background)
     if image.size != (size, size):
         image = ImageOps.fit(image, (size, size), Image.BICUBIC)

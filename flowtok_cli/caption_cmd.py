@@ -39,8 +39,10 @@ def caption(
     arrays, names, failed = [], [], []
     for path in images:
         try:
+            if path.is_dir():
+                raise DataError(f"{path}: is a folder; pass image files, e.g. {path}/*.png")
             if not path.is_file():
-                raise DataError(f"{path}: no such file")
+                raise DataError(common.describe_missing(path))
             arrays.append(load_image(path, size, pipe.tokenizer.cfg.background))
             names.append(str(path))
         except DataError as e:

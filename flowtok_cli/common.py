@@ -48,21 +48,58 @@ def resolve_cli_config(preset, config, overrides, default_preset: str = "shapes"
     return resolve_config(preset or default_preset, config, list(overrides or []))
 
 
-def check_out_dir(out: Path) -> None:
+def check_out_dir(out: Path) -> list[Path]:
     """Create the output folder or raise a ConfigError (exit 2) that says why it cannot be used:
-    a file in the way, no permission, a parent that is a file."""
+    a file in the way, no permission, a parent that is a file. Returns the folders it created
+    (outermost first), so a command that fails before writing can remove them again."""
     import os
 
     from flowtok.errors import ConfigError
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: exists and is a file; pass a folder for -o")
+    created = [p for p in reversed([out, *out.parents]) if not p.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"{out}: cannot create the output folder ({e.strerror})") from e
     if not os.access(out, os.W_OK | os.X_OK):
         raise ConfigError(f"{out}: not writable; pass another folder with -o")
+    return created
+
+
+def remove_empty(created: list[Path]) -> None:
+    """Remove the folders ``check_out_dir`` created, innermost first, if still empty: a command
+    that failed before writing anything leaves no empty -o folder behind."""
+    for path in reversed(created):
+        try:
+            path.rmdir()
+        except OSError:
+            return
+
+
+def describe_missing(path: Path) -> str:
+    """Why ``path`` is not a readable regular file, in one phrase that starts with the path: no
+    such file, a folder, a symlink loop, a broken symlink, or not a regular file."""
+    import errno
+    import os
+    import stat
+
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return f"{path}: a symlink loop (the link leads back to itself); fix or remove the link"
+        if os.path.islink(path):
+            return f"{path}: a broken symlink (its target {os.readlink(path)} does not exist)"
+        if e.errno == errno.ENOENT:
+            return f"{path}: no such file"
+        return f"{path}: cannot be read ({e.strerror})"
+    if stat.S_ISDIR(st.st_mode):
+        return f"{path}: is a folder, not a file"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path}: not a regular file (a device, pipe or socket)"
+    return f"{path}: a file"
 
 
 def is_tty() -> bool:
