@@ -19,7 +19,8 @@ def sincos_1d(length: int, dim: int) -> torch.Tensor:
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with qkv bias; the core runs through flowtok_kernels.attention."""
+    """Multi-head self-attention with qkv bias; the core runs through flowtok_kernels.attention.
+    (The tokenizer's RoPE variant is flowtok.tokenizer.model.RopeAttention.)"""
 
     def __init__(self, width: int, heads: int, dropout: float = 0.0):
         super().__init__()
@@ -52,7 +53,8 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    """Plain pre-LN Transformer block (projector and caption decoder; no conditioning)."""
+    """Plain pre-LN Transformer block (projector and caption decoder; no conditioning). The
+    tokenizer's RoPE + SwiGLU block is flowtok.tokenizer.model.RopeBlock."""
 
     def __init__(self, width: int, heads: int, hidden: int, dropout: float = 0.0):
         super().__init__()
