@@ -15,6 +15,7 @@ from flowtok.data.emoji import (
     EmojiDataConfig,
     assign_splits,
     caption_from_label,
+    emoji_names,
     load_metadata,
     locate_packages,
     read_entries,
@@ -41,12 +42,6 @@ FAKE_EMOJI = [
      "light skin tone", None),
 ]
 NO_TWITTER_IMAGE = "1F431"  # twitter lacks this one: only a google image is expected
-
-
-def _names(folder: Path) -> list[str]:
-    """The data set's distinct primary captions in CLDR order."""
-    rows = sorted(load_metadata(folder), key=lambda r: r["sort_order"])
-    return list(dict.fromkeys(r["text"] for r in rows))
 
 
 def _colour(unified: str, style: str) -> tuple[int, int, int]:
@@ -157,7 +152,7 @@ def test_build_composites_on_white_and_writes_captions_splits_and_licences(packa
     assert licences == ["NOTICE.md", "emoji-datasource-google.LICENSE.txt",
                         "emoji-datasource-twitter.LICENSE.txt", "emojibase-data.LICENSE.txt"]
     assert "CC-BY-4.0" in (out / "licenses" / "NOTICE.md").read_text()
-    assert _names(out) == ["grinning face", "grinning face with big eyes", "thumbs up",
+    assert emoji_names(out) == ["grinning face", "grinning face with big eyes", "thumbs up",
                                 "cat face", "cat", "chequered flag", "flag of japan"]
 
 
@@ -243,5 +238,5 @@ def test_refuses_to_replace_a_folder_that_is_not_an_emoji_data_set(packages, tmp
     built = tmp_path / "built"
     _build(packages, built)
     _build(packages, built, "--overwrite", "--no-flags")
-    assert "flag of japan" not in _names(built)
+    assert "flag of japan" not in emoji_names(built)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no leftovers

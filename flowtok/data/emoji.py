@@ -522,3 +522,9 @@ def load_metadata(folder: str | Path, split: str | None = None) -> list[dict]:
                 row["path"] = str(folder / name / row["file_name"])
                 rows.append(row)
     return rows
+
+
+def emoji_names(folder: str | Path, split: str | None = None) -> list[str]:
+    """The distinct primary captions in CLDR order ("grinning face", ..., "flag of japan")."""
+    rows = sorted(load_metadata(folder, split), key=lambda r: r["sort_order"])
+    return list(dict.fromkeys(r["text"] for r in rows))
