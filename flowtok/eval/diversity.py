@@ -250,7 +250,7 @@ def inception_feature_fn(weights: Path | None = None, device: str | None = None,
 
     from flowtok.eval.fid import clean_resize
     from flowtok.eval.inception import load_fid_inception
-    from flowtok.train.trainer import resolve_device
+    from flowtok.device import resolve_device
 
     dev = resolve_device(device)
     model = load_fid_inception(weights, dev)
