@@ -7,7 +7,9 @@ rather than in ``flowtok.train``. Defaults are the safe ones: fp32 on a CPU, spe
 
 from __future__ import annotations
 
+import functools
 import os
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
@@ -109,17 +111,41 @@ def autocast(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device.type, dtype=dtype, cache_enabled=False)
 
 
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bf16 matmul units
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool | None:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX); None where unknown (not
+    Linux). Without those units torch's CPU bf16 matmul takes a scalar fallback path."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return any(flag in line.split() for flag in CPU_BF16_FLAGS)
+    except OSError:
+        return None
+    return None
+
+
 def precision_autocast(precision: str, device: torch.device):
     """Autocast for ``train.precision`` over fp32 master weights: bf16 on CUDA (auto or bf16)
-    and, asked for, on a CPU. ``auto`` stays fp32 there: whether bf16 pays depends on the CPU's
-    bf16 units (AVX512-BF16, AMX); measured, an AVX512-BF16 EPYC ran the emoji64 flow step 1.8x
-    faster in bf16 on one thread (benchmarks/flow/cpu_bf16_step.py)."""
+    and, asked for, on a CPU with native bf16 units. ``auto`` stays fp32 on a CPU: whether bf16
+    pays depends on those units; measured, an AVX512-BF16 EPYC ran the emoji64 flow step 1.8x
+    faster in bf16 on one thread (benchmarks/flow/cpu_bf16_step.py), while an AVX2-only EPYC
+    ran the same step about 40x slower than in fp32. So bf16 on a CPU without the units falls
+    back to fp32 with a warning."""
     dev = device.type
     if dev == "cuda" and precision in ("auto", "bf16"):
         return torch.autocast("cuda", dtype=torch.bfloat16)
     if precision == "bf16":
         if dev != "cpu":
             raise ConfigError(f"train.precision bf16 is for CUDA or CPU devices, not {dev}")
+        if cpu_has_native_bf16() is False:
+            warnings.warn("train.precision bf16: this CPU has no native bf16 units (AVX512-BF16 or "
+                          "AMX), where bf16 runs many times slower than fp32; training in fp32",
+                          RuntimeWarning, stacklevel=2)
+            return nullcontext()
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return nullcontext()
 

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+import flowtok.device
 from flowtok.config import TrainConfig, load_preset
 from flowtok.errors import FlowTokError
 from flowtok.train.checkpoint import latest_checkpoint
@@ -190,9 +191,19 @@ class _DtypeProbe(_ToyTask):
 
 @pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("auto", torch.float32),
                                               ("fp32", torch.float32)])
-def test_cpu_precision_bf16_autocasts_and_auto_stays_fp32(tmp_path, precision, dtype):
+def test_cpu_precision_bf16_autocasts_and_auto_stays_fp32(tmp_path, monkeypatch, precision, dtype):
+    monkeypatch.setattr(flowtok.device, "cpu_has_native_bf16", lambda: True)
     task = _DtypeProbe()
     result = Trainer(task, _toy_cfg(precision=precision, max_steps=60), tmp_path,
                      full_config=load_preset("tiny"), device="cpu", progress=False).fit()
     assert set(task.seen) == {dtype}
     assert result["eval"]["w"] == pytest.approx(3.0, abs=0.1)  # and it still trains
+
+
+def test_cpu_bf16_without_native_units_warns_and_trains_in_fp32(tmp_path, monkeypatch):
+    monkeypatch.setattr(flowtok.device, "cpu_has_native_bf16", lambda: False)
+    task = _DtypeProbe()
+    with pytest.warns(RuntimeWarning, match="no native bf16"):
+        Trainer(task, _toy_cfg(precision="bf16", max_steps=5), tmp_path,
+                full_config=load_preset("tiny"), device="cpu", progress=False).fit()
+    assert set(task.seen) == {torch.float32}
