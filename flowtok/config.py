@@ -160,6 +160,11 @@ class TrainConfig:
     # (flowtok.data.shapes_wordings; other captions are kept as they are), one drawn per sample
     # and step, so the projector learns meaning rather than one grammar
     caption_paraphrases: int = 0
+    # text -> image, few images per caption (emoji: two drawings of each name): image j of the k
+    # training images sharing a caption takes its source noise's first coordinate from the j-th
+    # of k equal-probability bins of N(0, 1). The source stays N(0, I) per caption, and which
+    # image a sample becomes is read off one coordinate instead of averaged over (issue 24)
+    stratified_source: bool = False
     grad_accum: int = 1  # micro-batches per step: global batch = batch_size x world size x grad_accum
     parallel: str = "ddp"  # under torchrun: ddp (replicas) | fsdp (FSDP2 fully_shard, for the H preset)
 
@@ -332,7 +337,29 @@ def config_from_dict(data: dict[str, Any], where: str = "config") -> FlowTokConf
             f"{where}: written by a newer flowtok (config version {version} > {CONFIG_VERSION}); "
             "upgrade flowtok to read it"
         )
-    return from_dict(FlowTokConfig, data, where)
+    cfg = from_dict(FlowTokConfig, data, where)
+    check_values(cfg, where)
+    return cfg
+
+
+# fields whose value must lie in a range, as (section, field, lowest value); a bad one read from
+# a model folder's config.json would otherwise surface later as an error that names no file
+AT_LEAST = (
+    ("flow", "steps", 1), ("flow", "guidance", 0), ("flow", "caption_guidance", 0),
+    ("flow", "temperature", 0), ("tokenizer", "image_size", 1), ("tokenizer", "patch_size", 1),
+    ("tokenizer", "num_latent_tokens", 1), ("tokenizer", "token_channels", 1),
+)
+
+
+def check_values(cfg: FlowTokConfig, where: str) -> None:
+    """Refuse values no model can run with (``flow.steps: -3``), naming the file and field."""
+    import math
+
+    for section, name, low in AT_LEAST:
+        value = getattr(getattr(cfg, section), name)
+        if not math.isfinite(value) or value < low:
+            raise ConfigError(f"{where}: {section}.{name} is {value}; it must be a finite number "
+                              f"of at least {low}")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -248,9 +248,9 @@ def inception_feature_fn(weights: Path | None = None, device: str | None = None,
     import torch
     from PIL import Image
 
+    from flowtok.device import resolve_device
     from flowtok.eval.fid import clean_resize
     from flowtok.eval.inception import load_fid_inception
-    from flowtok.device import resolve_device
 
     dev = resolve_device(device)
     model = load_fid_inception(weights, dev)

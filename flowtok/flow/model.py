@@ -14,7 +14,7 @@ from torch import nn
 
 from flowtok.config import FlowTokConfig
 from flowtok.errors import ConfigError
-from flowtok.flow.objective import cfg_indicator, flow_loss, sample_timesteps
+from flowtok.flow.objective import cfg_indicator, flow_loss, sample_timesteps, stratified_noise
 from flowtok.flow.sampler import euler_sample
 from flowtok.flow.transformer import FlowTransformer
 from flowtok.text.decoder import CaptionDecoder
@@ -64,13 +64,20 @@ class TextImageFlow(nn.Module):
 
     # ----------------------------------------------------------------------- training
     def loss(self, feats: torch.Tensor, z_img: torch.Tensor, ids: torch.Tensor | None = None,
-             generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+             generator: torch.Generator | None = None,
+             source_bins: tuple[torch.Tensor, torch.Tensor] | None = None,
+             ) -> tuple[torch.Tensor, dict[str, float]]:
         """feats (B, K, D) text features, z_img (B, K, C) image latents (a posterior sample),
-        ids (B, K) caption token ids (i2t only). Returns (total loss, logged parts)."""
+        ids (B, K) caption token ids (i2t only), source_bins (lo, hi) (B,) quantile bins of the
+        source noise's first coordinate (``train_flow.stratified_source``). Returns (total loss,
+        logged parts)."""
         tc, fc = self.cfg.text, self.cfg.flow
         B, dev = feats.shape[0], feats.device
         mean, logvar = self.projector(feats)
-        noise = torch.randn(mean.shape, generator=generator, device=dev)
+        if source_bins is None:
+            noise = torch.randn(mean.shape, generator=generator, device=dev)
+        else:
+            noise = stratified_noise(tuple(mean.shape), *source_bins, generator=generator, device=dev)
         z_text = TextProjector.sample(mean, logvar, noise, self.source_min_std)
         x_img = self.normalize(z_img)
         indicator, perm = cfg_indicator(B, fc.null_prob, generator, dev)

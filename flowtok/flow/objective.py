@@ -54,3 +54,19 @@ def flow_loss(model, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, indica
     xt = interpolate(x0, x1, t, sigma)
     v = model(xt, t, indicator)
     return (v.float() - velocity_target(x0, x1, sigma).float()).pow(2).mean()
+
+
+def stratified_noise(shape: tuple[int, ...], lo: torch.Tensor, hi: torch.Tensor,
+                     generator: torch.Generator | None = None,
+                     device: torch.device | str = "cpu") -> torch.Tensor:
+    """Standard normal noise (B, ...) whose first coordinate of row b is drawn from N(0, 1)
+    restricted to the quantile bin [lo[b], hi[b]) (``train_flow.stratified_source``).
+
+    Drawing the bin uniformly among k equal ones gives back exactly N(0, 1): the source's
+    marginal is unchanged, only its coupling with the images is."""
+    noise = torch.randn(shape, generator=generator, device=device)
+    u = torch.rand(shape[0], generator=generator, device=device)
+    q = lo.to(device) + (hi - lo).to(device) * u
+    eps = torch.finfo(noise.dtype).eps
+    first = torch.special.ndtri(q.clamp(eps, 1 - eps))
+    return torch.cat([first.view(-1, 1), noise.reshape(shape[0], -1)[:, 1:]], 1).view(shape)

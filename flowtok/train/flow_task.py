@@ -9,6 +9,7 @@ images (i2t); for any data, the flow loss on held-out latents.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,20 @@ def caption_vocabulary(ids: torch.Tensor, special_ids: list[int]) -> torch.Tenso
     return torch.unique(torch.cat([ids.flatten().cpu(), torch.tensor(special_ids, dtype=torch.long)]))
 
 
+def caption_bins(captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lo, hi) per image: image j (in data order) of the k sharing its caption gets the
+    quantile bin [j / k, (j + 1) / k) (``train_flow.stratified_source``)."""
+    count = Counter(captions)
+    seen: Counter[str] = Counter()
+    lo, hi = [], []
+    for c in captions:
+        j, k = seen[c], count[c]
+        seen[c] += 1
+        lo.append(j / k)
+        hi.append((j + 1) / k)
+    return torch.tensor(lo, dtype=torch.float32), torch.tensor(hi, dtype=torch.float32)
+
+
 class FlowTask:
     """Trains one direction of FlowTok (``t2i`` or ``i2t``) on a LatentSet."""
 
@@ -92,6 +107,14 @@ class FlowTask:
                 raise ConfigError("train_flow.caption_templates and caption_paraphrases are "
                                   "two ways to vary captions: set one")
         self.n_variants = len(self.templates) or max(self.paraphrases, 1)
+        self.source_bins = None
+        if self.tcfg.stratified_source:
+            from flowtok.errors import ConfigError
+
+            if direction != "t2i" or self.stream is not None:
+                raise ConfigError("train_flow.stratified_source is for --task t2i on an image "
+                                  "folder (not streamed shards): it ranks the images of a caption")
+            self.source_bins = caption_bins(train.captions)
         per_caption = {c: self.variants(c) for c in dict.fromkeys(train.captions)}  # once each
         variants = [per_caption[c] for c in train.captions]  # (n, T) captions
         all_caps = ([v for vs in variants for v in vs] + train.captions + (val.captions if val else [])
@@ -164,6 +187,8 @@ class FlowTask:
                "seed": int(torch.randint(0, 2**62, (1,), generator=generator)) + slot}
         if self.endpoints is not None:
             out["end"] = self.endpoints[idx]
+        if self.source_bins is not None:
+            out["bins"] = (self.source_bins[0][idx], self.source_bins[1][idx])
         return out
 
     def pick_templates(self, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -183,7 +208,7 @@ class FlowTask:
         g = torch.Generator(device=self.device).manual_seed(batch["seed"])
         if "end" in batch:
             return self.endpoint_decoder_loss(feats, batch["end"], ids, g)
-        return self.model.loss(feats, batch["z"], ids, g)
+        return self.model.loss(feats, batch["z"], ids, g, source_bins=batch.get("bins"))
 
     def endpoint_decoder_loss(self, feats: torch.Tensor, end: torch.Tensor, ids: torch.Tensor,
                               g: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
