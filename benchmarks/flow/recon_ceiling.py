@@ -96,6 +96,10 @@ def main() -> None:
                     help="score the first N of the 32 captions (Inception on a CPU is slow)")
     ap.add_argument("--features", default="inception", choices=["inception", "pixels"])
     ap.add_argument("--out", default="runs/ceiling")
+    ap.add_argument("--noise-psnr", type=float, nargs="*", default=[],
+                    help="also score the fresh images plus Gaussian noise at these PSNRs (dB): how "
+                         "clean a rendering these features ask for")
+    ap.add_argument("--skip-recon", action="store_true", help="only the fresh and noise rows")
     a = ap.parse_args()
 
     # the captions benchmarks/flow/diversity_eval.py scores
@@ -108,8 +112,14 @@ def main() -> None:
     prompts = [c for c in sorted(picked) for _ in picked[c]]
     images = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
     tok = Tokenizer.from_pretrained(a.tokenizer, device=torch.device("cpu")).eval()
-    rows = {"fresh": write(out / "fresh_set", list(images), prompts),
-            "recon": write(out / "recon_set", reconstruct(tok, images), prompts)}
+    rows = {"fresh": write(out / "fresh_set", list(images), prompts)}
+    if not a.skip_recon:
+        rows["recon"] = write(out / "recon_set", reconstruct(tok, images), prompts)
+    rng = np.random.default_rng(0)
+    for db in a.noise_psnr:
+        sd = 255.0 / 10 ** (db / 20)  # PSNR = 20 log10(255 / rms error)
+        noisy = np.clip(images + rng.normal(0, sd, images.shape), 0, 255).round().astype(np.uint8)
+        rows[f"noise_{db:g}dB"] = write(out / f"noise_{db:g}dB_set", list(noisy), prompts)
     if a.samples:
         rows["samples"] = subset(Path(a.samples), keep, out / "samples_subset")
     result = {"features": a.features, "captions": len(picked), "images": len(files)}
