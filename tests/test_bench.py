@@ -185,33 +185,102 @@ def test_bench_sample_json_schema_on_cpu():
 
 
 def test_bench_sample_compare_runs_each_backend_on_cpu(monkeypatch):
-    from flowtok.bench.sample import KERNEL_BACKENDS
+    from flowtok.bench.sample import FUSED_ROW, GRAPH_ROWS, KERNEL_BACKENDS, PLAIN_ROW
 
     monkeypatch.setenv("FLOWTOK_KERNELS", "torch")
     r = run_json(["bench", "sample", *FAST, "--compare", "--json"])
     assert os.environ["FLOWTOK_KERNELS"] == "torch" and r["kernels_env"] == "torch"  # restored
     rows = {row["name"]: row for row in r["compare"]["rows"]}
-    eager = rows["eager (auto kernels)"]
-    assert eager["status"] == "ok" and eager["ratio_vs_eager"] == 1.0
+    assert r["compare"]["rows"][0]["name"] == PLAIN_ROW == r["compare"]["reference"]
+    plain, fused = rows[PLAIN_ROW], rows[FUSED_ROW]
+    assert plain["status"] == "ok" and plain["ratio_vs_plain"] == 1.0  # the reference
+    assert fused["status"] == "ok"
+    assert fused["ratio_vs_plain"] == pytest.approx(plain["ms_per_batch"] / fused["ms_per_batch"])
     for name in KERNEL_BACKENDS:
         row = rows[f"FLOWTOK_KERNELS={name}"]
         # skipped: only Triton on CPU, when this process imported its interpreter (kernel tests)
         assert row["status"] in ("ok", "unavailable", "skipped"), row
         assert row["status"] != "skipped" or name == "triton"
         if row["status"] == "ok":
-            assert row["ratio_vs_eager"] == pytest.approx(eager["ms_per_batch"] / row["ms_per_batch"])
+            assert row["ratio_vs_plain"] == pytest.approx(plain["ms_per_batch"] / row["ms_per_batch"])
         else:
-            assert row["reason"] and row["ratio_vs_eager"] is None
+            assert row["reason"] and row["ratio_vs_plain"] is None
     for name in ("torch", "sdpa"):  # PyTorch paths always run on a CPU
         assert rows[f"FLOWTOK_KERNELS={name}"]["status"] == "ok"
     assert rows["FLOWTOK_KERNELS=cuda"]["status"] == "unavailable"
     assert rows["SDPA math"]["status"] == "ok"
     assert rows["SDPA cudnn"]["status"] == "unavailable"
-    assert all(row["status"] == "skipped" and row["reason"] for row in rows.values()
-               if row["group"] == "graph" or row["name"].startswith("torch.compile"))
+    for name in ("compile(plain)", "compile(fused)"):  # not on CPU unless --compile on
+        assert rows[name]["status"] == "skipped" and rows[name]["reason"]
+    graph = [row for row in rows.values() if row["group"] == "graph"]  # one grouped row on CPU
+    assert len(graph) == 1 and graph[0]["status"] == "unavailable"
+    assert graph[0]["name"] == ", ".join(GRAPH_ROWS) and "CUDA" in graph[0]["reason"]
     base = next(row for row in rows.values() if row["group"] == "baseline")
     assert base["status"] == "ok" and base["tokens"] == 256
-    assert r["compare"]["flowtok_over_2d"] == pytest.approx(base["ms_per_batch"] / eager["ms_per_batch"])
+    assert r["compare"]["flowtok_over_2d"] == pytest.approx(base["ms_per_batch"] / fused["ms_per_batch"])
+
+
+def _count_dispatch(monkeypatch) -> dict:
+    """Count every call into flowtok_kernels' dispatcher (each op resolves its backend through
+    dispatch._choose) and into its public op functions."""
+    from flowtok_kernels import dispatch
+
+    calls = {"n": 0}
+    choose = dispatch._choose
+
+    def counting(*a, **k):
+        calls["n"] += 1
+        return choose(*a, **k)
+    monkeypatch.setattr(dispatch, "_choose", counting)
+    return calls
+
+
+def test_plain_row_calls_no_flowtok_kernel(monkeypatch):
+    """The plain baseline never enters the dispatcher; the fused row does, on the same model."""
+    import flowtok.bench.sample as S
+
+    calls = _count_dispatch(monkeypatch)
+    per_row: dict[str, int] = {}
+    measure = S.measure_variant
+
+    def counting_measure(name, *a, **k):
+        before = calls["n"]
+        row = measure(name, *a, **k)
+        per_row[name] = calls["n"] - before
+        return row
+    monkeypatch.setattr(S, "measure_variant", counting_measure)
+    r = run_json(["bench", "sample", *FAST, "--compare", "--json"])
+    rows = {row["name"]: row for row in r["compare"]["rows"]}
+    assert rows[S.PLAIN_ROW]["status"] == "ok"
+    assert per_row[S.PLAIN_ROW] == 0
+    assert per_row[S.FUSED_ROW] > 0  # the counter does see the model's ops
+
+
+def test_plain_ops_restore_the_dispatcher_and_match_the_reference(monkeypatch):
+    import flowtok_kernels
+    from flowtok.bench.plain import plain_ops
+    from flowtok_kernels import reference
+
+    calls = _count_dispatch(monkeypatch)
+    before = flowtok_kernels.layernorm_modulate
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2, 5, 16, generator=g), torch.randn(2, 5, 16, generator=g)
+    gate, shift, scale = (torch.randn(2, 16, generator=g) for _ in range(3))
+    q, k, v = (torch.randn(2, 2, 5, 8, generator=g) for _ in range(3))
+    with plain_ops():
+        h = flowtok_kernels.layernorm_modulate(x, shift, scale)
+        xn, h2 = flowtok_kernels.residual_layernorm_modulate(x, gate, y, shift, scale)
+        o = flowtok_kernels.attention(q, k, v)
+        xe = flowtok_kernels.euler_cfg_step_(x.clone(), y, x, torch.tensor(0.1), torch.tensor(3.0))
+    assert calls["n"] == 0
+    assert flowtok_kernels.layernorm_modulate is before
+    torch.testing.assert_close(h, reference.layernorm_modulate(x, shift, scale))
+    torch.testing.assert_close((xn, h2), reference.residual_layernorm_modulate(x, gate, y, shift, scale))
+    torch.testing.assert_close(o, reference.attention(q, k, v), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(xe, reference.euler_cfg_step_(x.clone(), y, x, torch.tensor(0.1),
+                                                             torch.tensor(3.0)))
+    flowtok_kernels.layernorm_modulate(x, shift, scale)
+    assert calls["n"] == 1  # restored: the same call now goes through the dispatcher
 
 
 def test_bench_sample_text_table_names_stages_and_cpu_caveat():

@@ -19,7 +19,7 @@ def require_matplotlib() -> None:
 
 
 def save_plot(result: dict, path: str | os.PathLike) -> None:
-    """ms/image per stage and (with compare) the ratio of each variant over eager, as a PNG
+    """ms/image per stage and (with compare) the ratio of each variant over plain PyTorch, as a PNG
     written atomically."""
     require_matplotlib()
     import matplotlib
@@ -37,9 +37,9 @@ def save_plot(result: dict, path: str | os.PathLike) -> None:
     axes[0][0].invert_yaxis()
     axes[0][0].set_title(f"{result['preset']}, batch {result['batch']}, {result['dtype']}")
     if rows:
-        axes[0][1].barh([r["name"] for r in rows], [r["ratio_vs_eager"] for r in rows])
+        axes[0][1].barh([r["name"] for r in rows], [r["ratio_vs_plain"] for r in rows])
         axes[0][1].axvline(1.0, color="k", lw=0.8)
-        axes[0][1].set_xlabel("speed vs eager (flow stage)")
+        axes[0][1].set_xlabel("speed vs plain PyTorch (flow stage)")
         axes[0][1].invert_yaxis()
     fig.suptitle(f"flowtok bench sample on {result['device']['name']} ({result['weights']})",
                  fontsize=9)

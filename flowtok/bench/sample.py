@@ -1,6 +1,7 @@
 """What `flowtok bench sample` measures: text-to-image throughput, latency, memory and FLOP/s per
 stage, with random weights (speed does not depend on their values), and with ``compare`` the
-flow stage under other frameworks, kernel backends and CUDA graphs, and a 2D-latent baseline.
+flow stage against a plain-PyTorch baseline (flowtok.bench.plain, the 1.00x reference) under
+torch.compile, kernel backends and CUDA graphs, and a 2D-latent baseline.
 
 Stages, as the pipeline runs them: ``text`` (text encoder, once per prompt; its output also
 guides the decoder), ``flow`` (text projector + ``steps`` Euler steps, both CFG passes batched),
@@ -22,8 +23,9 @@ median of repeats.
     batch1_latency_ms, peak_memory_bytes (None on CPU),
     paper [{model, images_per_s, hardware, dtype, batch, steps, label}],
     compare None | {stage, batch, rows [{name, group, status (ok | unavailable | skipped |
-        failed), reason, ms_per_batch, images_per_s, ratio_vs_eager, flops_per_image,
-        tflops_per_s, first_call_s}], flowtok_over_2d}
+        failed), reason, ms_per_batch, images_per_s, ratio_vs_plain, flops_per_image,
+        tflops_per_s, first_call_s}], reference (the plain row's name: 1.00x), flowtok_over_2d
+        (the 2D baseline's time over the fused row's)}
 
 Timing and the measured matmul ceiling come from flowtok.bench.timing; device, dtype, autocast
 and peak memory from flowtok.device; the PNG of a result from flowtok.bench.plot.
@@ -401,10 +403,31 @@ def _cuda_graph(fn: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
     return replay
 
 
+PLAIN_ROW = "plain (torch ops + SDPA, no flowtok kernel)"
+FUSED_ROW = "fused (auto kernels)"
+GRAPH_ROWS = ("graph(plain)", "graph(fused)", "graph(compile(plain))", "graph(compile(fused))")
+
+
+def _plain_context():
+    from flowtok.bench.plain import plain_ops
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(kernels_env(None))
+    stack.enter_context(plain_ops())
+    return stack
+
+
 def compare_flow(cfg: FlowTokConfig, run: SampleRun, feats: torch.Tensor, opts: SampleBenchOptions,
                  repeats: int, warmup: int, ceiling: float) -> dict:
     """The flow stage (projector + steps x CFG passes) of one batch under each variant, with
-    the same inputs in this process; ratios are images/s over eager's."""
+    the same inputs in this process; ratios are images/s over the plain-PyTorch row's.
+
+    Rows: ``plain`` (flowtok.bench.plain: separate torch ops and SDPA, never a flowtok kernel;
+    the 1.00x reference), ``fused`` (the auto-dispatched kernels users get), each
+    FLOWTOK_KERNELS backend and SDPA backend, the 2D-latent baseline, ``compile(plain)`` and
+    ``compile(fused)`` (torch.compile of the velocity model, default mode), and on CUDA each of
+    those four captured whole (all steps) in one CUDA graph. Elsewhere the graph rows are one
+    row saying why not."""
     dev, m = run.m.device, run.m
     B, passes = len(feats), F.flow_passes(run.steps, run.guidance)
     flow_flops = F.projector_flops(cfg.text, cfg.K, cfg.C) + passes * F.flow_forward_flops(
@@ -415,8 +438,9 @@ def compare_flow(cfg: FlowTokConfig, run: SampleRun, feats: torch.Tensor, opts: 
         row["flops_per_image"] = flops
         return row
 
-    rows = [measure("eager (auto kernels)", "framework", lambda: run.flow(feats),
-                    lambda: kernels_env(None))]
+    fused_ctx = lambda: kernels_env(None)
+    rows = [measure(PLAIN_ROW, "reference", lambda: run.flow(feats), _plain_context),
+            measure(FUSED_ROW, "framework", lambda: run.flow(feats), fused_ctx)]
     for name in KERNEL_BACKENDS:
         label = f"{KERNELS_ENV}={name}"
         if name == "triton" and dev.type != "cuda" and _triton_runs_on_cpu():
@@ -435,48 +459,54 @@ def compare_flow(cfg: FlowTokConfig, run: SampleRun, feats: torch.Tensor, opts: 
     if opts.compile == "auto" and dev.type != "cuda":
         compile_why = ("not run on CPU: compiling takes minutes on a small machine; "
                        "--compile on forces it")
-    compile_modes = ("default", "reduce-overhead") if dev.type == "cuda" else ("default",)
-    for mode in compile_modes:
-        name = f"torch.compile mode={mode}"
+    compiled: dict[str, Callable] = {}
+    for kind, ctx in (("plain", _plain_context), ("fused", fused_ctx)):
+        name = f"compile({kind})"
         if compile_why:
             rows.append(_skipped(name, "framework", compile_why))
             continue
-        try:
-            compiled = torch.compile(m.flow.flow, mode=mode, dynamic=False)
+        try:  # a separate wrapper per kind: each traces the ops active in its own context
+            compiled[kind] = torch.compile(m.flow.flow, mode="default", dynamic=False)
         except Exception as e:  # noqa: BLE001 - e.g. dynamo unsupported on this Python
             rows.append(_skipped(name, "framework", f"torch.compile unavailable ({_first_line(e)})"))
             continue
-        rows.append(measure(name, "framework", lambda c=compiled: run.flow(feats, velocity=c),
-                            lambda: kernels_env(None)))
+        rows.append(measure(name, "framework",
+                            lambda c=compiled[kind]: run.flow(feats, velocity=c), ctx))
 
     if dev.type == "cuda":
-        rows.append(measure("CUDA graph off (capture-safe loop)", "graph",
-                            lambda: run.flow(feats), lambda: kernels_env(None)))
-        graphed: dict[str, Callable] = {}
+        variants = [("graph(plain)", None, _plain_context), ("graph(fused)", None, fused_ctx),
+                    ("graph(compile(plain))", "plain", _plain_context),
+                    ("graph(compile(fused))", "fused", fused_ctx)]
+        for name, kind, ctx in variants:
+            if kind is not None and kind not in compiled:
+                rows.append(_skipped(name, "graph", f"compile({kind}) did not run"))
+                continue
+            velocity = compiled.get(kind) if kind else None
+            graphed: dict[str, Callable] = {}
 
-        def graph_call():
-            if "fn" not in graphed:
-                graphed["fn"] = _cuda_graph(lambda: run.flow(feats))
-            return graphed["fn"]()
-        rows.append(measure("CUDA graph on (whole loop)", "graph", graph_call,
-                            lambda: kernels_env(None)))
+            def graph_call(graphed=graphed, velocity=velocity):
+                if "fn" not in graphed:  # captured under the row's context (plain or fused ops)
+                    graphed["fn"] = _cuda_graph(lambda: run.flow(feats, velocity=velocity))
+                return graphed["fn"]()
+            rows.append(measure(name, "graph", graph_call, ctx))
     else:
-        for name in ("CUDA graph off (capture-safe loop)", "CUDA graph on (whole loop)"):
-            rows.append(_skipped(name, "graph", "CUDA graphs need a CUDA device"))
+        rows.append(_skipped(", ".join(GRAPH_ROWS), "graph", "CUDA graphs need a CUDA device, "
+                             f"this is {dev.type}") | {"status": "unavailable"})
 
-    eager = rows[0]["ms_per_batch"]
+    plain = rows[0]["ms_per_batch"]
     for r in rows:
         ok = r["status"] == "ok"
         r["images_per_s"] = B / (r["ms_per_batch"] * 1e-3) if ok else None
-        r["ratio_vs_eager"] = eager / r["ms_per_batch"] if ok and eager else None
+        r["ratio_vs_plain"] = plain / r["ms_per_batch"] if ok and plain else None
         r["tflops_per_s"] = (r["flops_per_image"] * r["images_per_s"] / 1e12
                              if ok and r.get("flops_per_image") else None)
+    fused = rows[1]["ms_per_batch"]
     base = next(r for r in rows if r["group"] == "baseline")
-    over_2d = (base["ms_per_batch"] / eager if base["status"] == "ok" and eager else None)
+    over_2d = (base["ms_per_batch"] / fused if base["status"] == "ok" and fused else None)
     per_step = F.flow_passes(1, run.guidance)
     return {"stage": f"flow: projector + {run.steps} steps x {per_step} passes (no text encoder, "
-                     "no decoder)", "batch": B, "rows": rows, "flowtok_over_2d": over_2d,
-            "ceiling_tflops": ceiling}
+                     "no decoder)", "batch": B, "rows": rows, "reference": PLAIN_ROW,
+            "flowtok_over_2d": over_2d, "ceiling_tflops": ceiling}
 
 
 def _baseline_row(cfg: FlowTokConfig, run: SampleRun, batch: int, measure) -> dict:
