@@ -19,8 +19,11 @@ def kernels(
         "--ops", help="Comma list: attention, layernorm_modulate, residual_layernorm_modulate, "
         "gated_residual, euler_cfg_step (default: all).")] = None,
     providers: Annotated[str | None, typer.Option(
-        "--providers", help="Comma list: triton, cuda, xformers, sdpa-flash, sdpa-efficient, "
-        "sdpa-cudnn, sdpa-math, sdpa, eager, compile (default: all; CPU: all but compile).")] = None,
+        "--providers", help="Comma list: plain (torch ops + SDPA, no flowtok kernel: the 1.00x "
+        "reference), fused (auto dispatch), triton, cuda, xformers, sdpa-flash, sdpa-efficient, "
+        "sdpa-cudnn, sdpa-math, sdpa, eager (the torch reference), compile, compile(plain), "
+        "compile(fused), graph(plain), graph(fused) (CUDA graphs: CUDA only) (default: all; "
+        "CPU: all but the compile ones).")] = None,
     modes: Annotated[str, typer.Option("--modes", help="fwd, fwd+bwd or both.")] = "fwd,fwd+bwd",
     dtype: Annotated[str | None, typer.Option(
         "--dtype", help="bf16 | fp16 | fp32 (default: bf16 on CUDA, fp32 on CPU).")] = None,
@@ -40,13 +43,19 @@ def kernels(
     tune: Annotated[bool, typer.Option(
         "--tune", help="Also time Triton attention under each candidate tile config (CUDA).")
     ] = False,
+    save_dispatch: Annotated[bool, typer.Option(
+        "--save-dispatch/--no-save-dispatch", help="Record the fastest backend per op and "
+        "shape class for this device, which auto dispatch then follows (FLOWTOK_KERNELS_CACHE "
+        "names the file; off disables).")] = True,
     seed: SeedOpt = 0,
     device: DeviceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Time attention, LayerNorm+modulate (and its fused residual form), the gated residual and
-    the Euler/CFG step under every provider that can run them (Triton, the CUDA extension,
-    xformers, each SDPA backend, eager PyTorch, torch.compile), forward and forward+backward.
+    the Euler/CFG step under every provider that can run them (plain PyTorch, the 1.00x
+    reference of the "vs plain" column; auto-dispatched fused ops; Triton, the CUDA extension,
+    xformers, each SDPA backend, the torch reference, torch.compile of plain / fused / the
+    reference, CUDA graphs of plain / fused), forward and forward+backward.
     Reports median ms, TFLOP/s (attention) or GB/s (the rest) and the share of this device's
     measured matmul / copy ceiling; L2 is flushed before each timed call. On CPU it runs small
     shapes, and its absolute numbers mean nothing.
@@ -62,7 +71,8 @@ def kernels(
     opts = KernelBenchOptions(
         device=device, dtype=dtype, batch=batch, heads=heads, tokens=tokens, head_dim=head_dim,
         width=width, ops=_split(ops) or OPS, providers=_split(providers),
-        modes=_split(modes) or MODES, repeats=repeats, warmup=warmup, tune=tune, seed=seed)
+        modes=_split(modes) or MODES, repeats=repeats, warmup=warmup, tune=tune,
+        save_dispatch=save_dispatch, seed=seed)
     result = run_kernel_bench(opts)
     if json_out:
         common.print_json(result)
@@ -86,13 +96,23 @@ def _print_table(result: dict) -> None:
     for note in result["notes"]:
         common.warn(note)
     header = (f"{'op':<28} {'mode':<8} {'provider':<28} {'ms':>9} {'TFLOP/s':>8} {'GB/s':>8} "
-              f"{'%ceil':>6} {'vs SDPA':>7}")
+              f"{'%ceil':>6} {'vs SDPA':>7} {'vs plain':>8}")
     typer.echo(header)
+    skipped: dict[tuple[str, str], list[str]] = {}  # (status, reason) -> "op mode provider"
     for r in result["rows"]:
         if r["status"] != "ok":
-            typer.echo(f"{r['op']:<28} {r['mode']:<8} {r['provider']:<28} {r['status']}: "
-                       f"{r['reason']}")
+            skipped.setdefault((r["status"], r["reason"]), []).append(
+                f"{r['op']} {r['mode']} {r['provider']}")
             continue
         typer.echo(f"{r['op']:<28} {r['mode']:<8} {r['provider']:<28} {r['median_ms']:>9.4f} "
                    f"{_fmt(r['tflops'], '8.3g')} {_fmt(r['gbps'], '8.4g')} "
-                   f"{_fmt(r['pct_of_ceiling'], '6.1f')} {_fmt(r['vs_fastest_sdpa'], '7.2f')}")
+                   f"{_fmt(r['pct_of_ceiling'], '6.1f')} {_fmt(r['vs_fastest_sdpa'], '7.2f')} "
+                   f"{_fmt(r.get('vs_plain'), '8.2f')}")
+    for (status, reason), rows in skipped.items():  # one line per cause, not one per row
+        typer.echo(f"{status} ({reason}): {len(rows)} row(s): {', '.join(rows)}")
+    dispatch = result.get("dispatch") or {}
+    if dispatch.get("path"):
+        picks = "; ".join(f"{op} {cls}: {c['backend']}"
+                          for op, classes in dispatch["choices"].items()
+                          for cls, c in classes.items())
+        typer.echo(f"auto dispatch now follows these measurements ({dispatch['path']}): {picks}")

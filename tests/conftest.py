@@ -23,3 +23,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _no_measured_kernel_dispatch(monkeypatch):
+    """No test reads or writes the user's kernel timings (flowtok_kernels.measured): auto
+    dispatch follows the static rule unless a test points FLOWTOK_KERNELS_CACHE at a file."""
+    import sys
+
+    monkeypatch.setenv("FLOWTOK_KERNELS_CACHE", "off")
+    mod = sys.modules.get("flowtok_kernels.measured")
+    if mod is not None:
+        mod.reload()
+    yield
+    mod = sys.modules.get("flowtok_kernels.measured")
+    if mod is not None:
+        mod.reload()

@@ -9,9 +9,20 @@ Ops and what their rows report:
   GB/s of the bytes each must move at least, as a share of the measured copy bandwidth
   (target >= 80%). The Euler step is timed at the activation shape so bandwidth is
   measurable; at the real latent size (64 x 77 x 16) it is launch-bound (use CUDA graphs).
-Providers: the flowtok_kernels backends (triton, cuda, xformers; `sdpa-*` per SDPA backend),
-``eager`` (the PyTorch reference) and ``compile`` (torch.compile of the reference). A provider
+Providers: ``plain`` (flowtok.bench.plain: separate torch ops, SDPA for attention; never a
+flowtok kernel; every row's ``vs_plain`` is plain's time over its own, so plain is 1.00x),
+``fused`` (the flowtok_kernels op as ``auto`` dispatches it by the static rule), the
+flowtok_kernels backends (triton, cuda, xformers; `sdpa-*` per SDPA backend), ``eager`` (the
+PyTorch reference the dispatcher's ``torch`` backend runs), ``compile`` (torch.compile of the
+reference), ``compile(plain)`` and ``compile(fused)``, and on CUDA ``graph(plain)`` and
+``graph(fused)`` (one call captured in a CUDA graph and replayed; forward only). A provider
 that cannot run is a row with status ``unavailable`` and the reason.
+
+Dispatch by measurement: unless ``save_dispatch`` is off, the run records per op and mode the
+fastest of the backends ``auto`` can pick (triton, cuda, xformers, sdpa, and eager as
+``torch``; at least two of them measured) in flowtok_kernels.measured's cache for this device
+and torch version, and ``auto`` follows it from then on (a norm op stays unfused where torch
+measured faster). The run itself times ``fused`` by the static rule.
 
 ``run_kernel_bench`` returns a JSON-ready dict (schema ``flowtok.bench.kernels/1``)::
 
@@ -19,7 +30,9 @@ that cannot run is a row with status ``unavailable`` and the reason.
     timing {method, statistic, warmup, repeats}, ceilings {matmul {...}, copy {...}},
     shapes {attention [B, H, N, D], rows [B, N, D]},
     rows [{op, mode (fwd | fwd+bwd), provider, status (ok | unavailable | failed), reason,
-           median_ms, p20_ms, p80_ms, tflops, gbps, pct_of_ceiling, vs_fastest_sdpa}]
+           median_ms, p20_ms, p80_ms, tflops, gbps, pct_of_ceiling, vs_fastest_sdpa, vs_plain}],
+    dispatch {path (None: not written), device_key, choices {op: {shape class: {backend, ms
+              {backend: median ms}, shape}}}}
 """
 
 from __future__ import annotations
@@ -27,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -37,7 +51,7 @@ import flowtok_kernels as fk
 from flowtok.bench import timing
 from flowtok.device import resolve_device
 from flowtok.errors import ConfigError
-from flowtok_kernels import reference
+from flowtok_kernels import measured, reference
 
 SCHEMA = "flowtok.bench.kernels/1"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -46,7 +60,13 @@ OPS = ("attention", "layernorm_modulate", "residual_layernorm_modulate", "gated_
 MODES = ("fwd", "fwd+bwd")
 SDPA_BACKENDS = {"sdpa-flash": "FLASH_ATTENTION", "sdpa-efficient": "EFFICIENT_ATTENTION",
                  "sdpa-cudnn": "CUDNN_ATTENTION", "sdpa-math": "MATH"}
-PROVIDERS = ("triton", "cuda", "xformers", *SDPA_BACKENDS, "sdpa", "eager", "compile")
+COMPILED = ("compile", "compile(plain)", "compile(fused)")
+GRAPHED = ("graph(plain)", "graph(fused)")
+PROVIDERS = ("plain", "fused", "triton", "cuda", "xformers", *SDPA_BACKENDS, "sdpa", "eager",
+             *COMPILED, *GRAPHED)
+# the providers that are backends auto can pick, by the name dispatch gives them
+DISPATCH_BACKENDS = {"triton": "triton", "cuda": "cuda", "xformers": "xformers", "sdpa": "sdpa",
+                     "eager": "torch"}
 ATTENTION_BWD_FLOP_FACTOR = 2.5  # backward = 2.5 x forward FLOPs (5 matmuls vs 2)
 CPU_NOTE = ("CPU run: absolute numbers mean nothing here (no GPU, shared cores, small shapes); "
             "only ratios within this run say anything, and Triton is not timed (its CPU "
@@ -71,6 +91,7 @@ class KernelBenchOptions:
     repeats: int | None = None
     warmup: int | None = None
     tune: bool = False
+    save_dispatch: bool = True  # record the fastest backends for auto (flowtok_kernels.measured)
     seed: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -119,14 +140,48 @@ def _sdpa(backend_name: str):
     return run
 
 
+def _plain(op: str):
+    from flowtok.bench import plain
+
+    return plain.OPS["euler_cfg_step_" if op == "euler_cfg_step" else op]
+
+
+def _cuda_graphed(fn):
+    """``fn`` captured in a CUDA graph on its first call (after a side-stream warm-up), then
+    replayed; the arguments must be the same tensors every call (the bench's static inputs)."""
+    state: dict = {}
+
+    def run(*args):
+        if "graph" not in state:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    fn(*args)
+            torch.cuda.current_stream().wait_stream(side)
+            state["graph"] = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(state["graph"]):
+                state["out"] = fn(*args)
+        state["graph"].replay()
+        return state["out"]
+    return run
+
+
 def _provider_fn(op: str, provider: str, compiled: dict) -> Callable[..., object]:
     """The callable for ``provider``; raises fk.BackendUnavailable / ValueError when it has none."""
     if provider == "eager":
         return _reference(op)
-    if provider == "compile":
-        if op not in compiled:
-            compiled[op] = torch.compile(_reference(op))
-        return compiled[op]
+    if provider == "plain":
+        return _plain(op)
+    if provider == "fused":
+        return _flowtok(op, "auto")
+    if provider in COMPILED:
+        inner = {"compile": "eager", "compile(plain)": "plain", "compile(fused)": "fused"}[provider]
+        if (op, provider) not in compiled:
+            compiled[op, provider] = torch.compile(_provider_fn(op, inner, compiled))
+        return compiled[op, provider]
+    if provider in GRAPHED:
+        return _cuda_graphed(_provider_fn(op, provider[len("graph("):-1], compiled))
     if provider in SDPA_BACKENDS or provider in ("sdpa", "xformers"):
         if op != "attention":
             raise ValueError(f"{provider} runs attention only")
@@ -197,7 +252,7 @@ def _timed_fn(fn, case: Case, mode: str):
 def _row(case: Case, mode: str, provider: str, **values) -> dict:
     row = {"op": case.op, "mode": mode, "provider": provider, "status": "ok", "reason": "",
            "median_ms": None, "p20_ms": None, "p80_ms": None, "tflops": None, "gbps": None,
-           "pct_of_ceiling": None, "vs_fastest_sdpa": None}
+           "pct_of_ceiling": None, "vs_fastest_sdpa": None, "vs_plain": None}
     row.update(values)
     return row
 
@@ -274,7 +329,7 @@ def run_kernel_bench(opts: KernelBenchOptions) -> dict:
     device = resolve_device(opts.device)
     on_gpu = device.type == "cuda"
     providers = opts.providers or (PROVIDERS if on_gpu else
-                                   tuple(p for p in PROVIDERS if p != "compile"))
+                                   tuple(p for p in PROVIDERS if p not in COMPILED))
     defaults = GPU_DEFAULTS if on_gpu else CPU_DEFAULTS
     dtype_name = opts.dtype or ("bf16" if on_gpu else "fp32")
     if dtype_name not in DTYPES:
@@ -292,13 +347,59 @@ def run_kernel_bench(opts: KernelBenchOptions) -> dict:
             raise ConfigError(f"{name} must be >= 1, got {value}")
     notes = list(opts.notes) + ([] if on_gpu else [CPU_NOTE])
     if opts.providers is None and not on_gpu:
-        notes.append("torch.compile is skipped on CPU by default (Inductor's C++ build takes "
-                     "minutes); name it in --providers to include it")
+        notes.append("torch.compile (compile, compile(plain), compile(fused)) is skipped on CPU "
+                     "by default (Inductor's C++ build takes minutes); name it in --providers "
+                     "to include it")
     ceilings = {"matmul": timing.matmul_ceiling(device, dtype), "copy": timing.copy_bandwidth(device)}
     shape_attn = (batch, heads, opts.tokens, opts.head_dim)
     shape_rows = (batch, opts.tokens, width)
     compiled: dict = {}
     rows: list[dict] = []
+    with measured.disabled():  # `fused` is timed as the static rule picks, not as a past run did
+        _measure_all(opts, providers, shape_attn, shape_rows, dtype, device, repeats, warmup,
+                     ceilings, compiled, rows)
+    _add_sdpa_ratios(rows)
+    _add_plain_ratios(rows)
+    choices = dispatch_choices(rows, dtype, shape_attn, shape_rows)
+    path = None
+    if opts.save_dispatch and choices:
+        path = measured.record(device, choices, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    return {
+        "schema": SCHEMA, "device": timing.device_info(device), "dtype": dtype_name,
+        "notes": notes,
+        "timing": {"method": timing.timing_method(device, flush_l2=True), "statistic": "median",
+                   "warmup": warmup, "repeats": repeats},
+        "ceilings": ceilings,
+        "shapes": {"attention": list(shape_attn), "rows": list(shape_rows)},
+        "rows": rows,
+        "dispatch": {"path": None if path is None else str(path),
+                     "device_key": measured.device_key(device), "choices": choices},
+    }
+
+
+def dispatch_choices(rows: list[dict], dtype: torch.dtype, shape_attn, shape_rows) -> dict:
+    """{op: {shape class: {backend, ms, shape}}}: per op and mode, the fastest of the backends
+    auto can pick, where at least two of them ran (one alone decides nothing)."""
+    out: dict[str, dict] = {}
+    for op in OPS:
+        for mode in MODES:
+            ms = {DISPATCH_BACKENDS[r["provider"]]: r["median_ms"] for r in rows
+                  if r["op"] == op and r["mode"] == mode and r["status"] == "ok"
+                  and r["provider"] in DISPATCH_BACKENDS and r["median_ms"]}
+            if len(ms) < 2:
+                continue
+            shape = shape_attn if op == "attention" else shape_rows
+            cls = measured.shape_class(op, dtype, keys=shape_attn[2],
+                                       elements=math.prod(shape_rows),
+                                       backward=mode == "fwd+bwd")
+            out.setdefault(op, {})[cls] = {"backend": min(ms, key=ms.get), "ms": ms,
+                                           "shape": list(shape)}
+    return out
+
+
+def _measure_all(opts, providers, shape_attn, shape_rows, dtype, device, repeats, warmup,
+                 ceilings, compiled, rows) -> None:
+    on_gpu = device.type == "cuda"
     for op in opts.ops:
         case = make_case(op, shape_attn, shape_rows, dtype, device, opts.seed)
         for mode in opts.modes:
@@ -310,6 +411,11 @@ def run_kernel_bench(opts: KernelBenchOptions) -> dict:
                                      reason="Triton needs a CUDA device (its CPU interpreter is "
                                      "a test tool, not a benchmark)"))
                     continue
+                if provider in GRAPHED and (not on_gpu or mode != "fwd"):
+                    why = ("CUDA graphs need a CUDA device" if not on_gpu else
+                           "graph rows time the forward only (the sampling path)")
+                    rows.append(_row(case, mode, provider, status="unavailable", reason=why))
+                    continue
                 try:
                     fn = _provider_fn(op, provider, compiled)
                 except ValueError:
@@ -317,16 +423,6 @@ def run_kernel_bench(opts: KernelBenchOptions) -> dict:
                 rows.append(measure(case, mode, provider, fn, device, repeats, warmup, ceilings))
             if opts.tune and op == "attention" and on_gpu:
                 rows.extend(_attention_tuning_rows(case, mode, device, repeats, warmup, ceilings))
-    _add_sdpa_ratios(rows)
-    return {
-        "schema": SCHEMA, "device": timing.device_info(device), "dtype": dtype_name,
-        "notes": notes,
-        "timing": {"method": timing.timing_method(device, flush_l2=True), "statistic": "median",
-                   "warmup": warmup, "repeats": repeats},
-        "ceilings": ceilings,
-        "shapes": {"attention": list(shape_attn), "rows": list(shape_rows)},
-        "rows": rows,
-    }
 
 
 def _add_sdpa_ratios(rows: list[dict]) -> None:
@@ -341,3 +437,14 @@ def _add_sdpa_ratios(rows: list[dict]) -> None:
             if (r["op"] == "attention" and r["mode"] == mode and r["status"] == "ok"
                     and r["reason"] != "backward kernels only"):
                 r["vs_fastest_sdpa"] = best / r["median_ms"] if r["median_ms"] else math.nan
+
+
+def _add_plain_ratios(rows: list[dict]) -> None:
+    """vs_plain = the plain row's time / this row's time, per (op, mode): plain is 1.00x."""
+    plain = {(r["op"], r["mode"]): r["median_ms"] for r in rows
+             if r["provider"] == "plain" and r["status"] == "ok" and r["median_ms"]}
+    for r in rows:
+        ref = plain.get((r["op"], r["mode"]))
+        if (ref and r["status"] == "ok" and r["median_ms"]
+                and r["reason"] != "backward kernels only"):
+            r["vs_plain"] = ref / r["median_ms"]

@@ -8,6 +8,10 @@ Backends: ``triton`` (triton_ops/), ``cuda`` (csrc/, optional build), ``xformers
 - ``auto`` falls back quietly; ``backend_report`` says what it picks and why.
 - On CPU ``auto`` is SDPA for attention and the reference for the rest. It never picks
   Triton there: the interpreter (TRITON_INTERPRET=1) exists for tests only.
+- ``auto`` first asks ``measured`` which backend `flowtok bench kernels` last measured fastest
+  on this device (name + torch version) for the op and the call's shape class, and takes it when
+  it can run the call (so a norm op stays unfused where torch measured faster). Without a
+  measurement the static rule below applies.
 - On CUDA ``auto`` prefers the csrc build for the memory-bound ops (lowest launch overhead)
   then Triton; for attention, Triton up to ``SHORT_KEYS`` keys in fp16/bf16 (the shape its
   tiles were designed for) and SDPA otherwise (FlashAttention-2 / cuDNN win on long rows).
@@ -24,11 +28,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from flowtok_kernels import reference
+from flowtok_kernels import measured, reference
 
 BACKENDS = ("auto", "triton", "cuda", "xformers", "sdpa", "torch")
 ENV_VAR = "FLOWTOK_KERNELS"
-SHORT_KEYS = 128  # attention: Triton's one-tile kernel covers up to this many keys
+SHORT_KEYS = measured.SHORT_KEYS  # attention: Triton's one-tile kernel covers up to 128 keys
 TRITON_MAX_HEAD_DIM = 256
 
 # What each op can run on, and what auto tries on a CUDA device, in order.
@@ -147,19 +151,32 @@ def _requested(op: str, backend: str | None) -> tuple[str, bool]:
 
 
 _auto_memo: dict[tuple, tuple[str, str]] = {}
+measured.on_change(_auto_memo.clear)
+
+
+def _needs_grad(*tensors: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def _rows_class(op: str, x: torch.Tensor, *others: torch.Tensor) -> str:
+    """The measured-dispatch shape class of a row op's call (see flowtok_kernels.measured)."""
+    return measured.shape_class(op, x.dtype, elements=x.numel(),
+                                backward=_needs_grad(x, *others))
 
 
 def _choose(op: str, backend: str | None, device: torch.device,
-            unsupported: Callable[[str, bool], str | None], key: tuple = ()) -> tuple[str, str]:
+            unsupported: Callable[[str, bool], str | None], key: tuple = (),
+            cls: str | None = None) -> tuple[str, str]:
     """(backend, reason). ``unsupported(name, explicit)`` rejects arguments a backend cannot
     take (explicit requests skip limits that are only about speed); ``key`` holds everything
-    it looks at, so auto's choice is computed once per (op, device type, key): dispatch costs
-    a dict lookup per call, not a string of checks, in every block of every step."""
+    it looks at and ``cls`` is the call's measured-dispatch shape class, so auto's choice is
+    computed once per (op, device type, key, cls): dispatch costs a dict lookup per call, not a
+    string of checks, in every block of every step."""
     name, explicit = _requested(op, backend)
     if not explicit:
-        memo_key = (op, device.type, key)
+        memo_key = (op, device.type, key, cls)
         if memo_key not in _auto_memo:
-            _auto_memo[memo_key] = _choose_auto(op, device, unsupported)
+            _auto_memo[memo_key] = _choose_auto(op, device, unsupported, cls)
         return _auto_memo[memo_key]
     if name not in IMPLEMENTED[op]:
         raise BackendUnavailable(f"{op} has no {name!r} backend; choose one of "
@@ -170,7 +187,39 @@ def _choose(op: str, backend: str | None, device: torch.device,
     return name, "requested" if backend else f"{ENV_VAR}={name}"
 
 
-def _choose_auto(op: str, device: torch.device,
+def _measured_choice(op: str, device: torch.device,
+                     unsupported: Callable[[str, bool], str | None],
+                     cls: str | None) -> tuple[tuple[str, str] | None, str]:
+    """((backend, reason) measured fastest and able to run this call, or None; why not)."""
+    if cls is None:
+        return None, ""
+    entry = measured.lookup(op, device, cls)
+    if entry is None:
+        return None, ""
+    cand = entry["backend"]
+    why = (None if cand in IMPLEMENTED[op] else f"{op} has no {cand!r} backend")
+    why = why or _why_not(cand, device) or unsupported(cand, True)  # hard limits only
+    if why is None and cand == "triton" and _triton_ops()["interpreted"]:
+        why = "TRITON_INTERPRET=1 is set (kernels would run as Python)"
+    if why:
+        return None, f"measured fastest {cand!r} cannot run this call ({why}); "
+    times = entry.get("ms") or {}
+    detail = ", ".join(f"{b} {ms:.4g} ms" for b, ms in sorted(times.items(), key=lambda kv: kv[1])
+                       if isinstance(ms, (int, float)))
+    return (cand, f"measured fastest on this device by flowtok bench kernels ({cls}"
+            + (f": {detail}" if detail else "") + ")"), ""
+
+
+def _choose_auto(op: str, device: torch.device, unsupported: Callable[[str, bool], str | None],
+                 cls: str | None = None) -> tuple[str, str]:
+    choice, note = _measured_choice(op, device, unsupported, cls)
+    if choice is not None:
+        return choice
+    name, reason = _static_auto(op, device, unsupported)
+    return name, note + reason
+
+
+def _static_auto(op: str, device: torch.device,
                  unsupported: Callable[[str, bool], str | None]) -> tuple[str, str]:
     fallback = "sdpa" if op == "attention" else "torch"
     if device.type != "cuda":
@@ -233,7 +282,8 @@ def attention(q, k, v, scale=None, backend: str | None = None):
     ``scale`` defaults to D ** -0.5. Differentiable on every backend.
     """
     name, _ = _choose("attention", backend, q.device, _attention_unsupported(q, k),
-                      _attention_key(q, k))
+                      _attention_key(q, k), measured.shape_class(
+                          "attention", q.dtype, keys=k.shape[-2], backward=_needs_grad(q, k, v)))
     if name == "sdpa":
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
     if name == "triton":
@@ -252,7 +302,8 @@ def _no_limits(name: str, explicit: bool) -> str | None:
 
 def layernorm_modulate(x, shift, scale, eps: float = 1e-6, backend: str | None = None):
     """adaLN: LN(x) * (1 + scale) + shift. x (B, N, D); shift, scale (B, D) -> (B, N, D)."""
-    name, _ = _choose("layernorm_modulate", backend, x.device, _no_limits)
+    name, _ = _choose("layernorm_modulate", backend, x.device, _no_limits, (),
+                      _rows_class("layernorm_modulate", x, shift, scale))
     if name == "triton":
         return _triton_ops()["layernorm_modulate"].layernorm_modulate(x, shift, scale, eps)
     if name == "cuda":
@@ -267,7 +318,8 @@ def residual_layernorm_modulate(x, gate, y, shift, scale, eps: float = 1e-6,
     x, y (B, N, D); gate, shift, scale (B, D). One kernel instead of gated_residual followed
     by layernorm_modulate (reads x, y once; writes x_new, h once).
     """
-    name, _ = _choose("residual_layernorm_modulate", backend, x.device, _no_limits)
+    name, _ = _choose("residual_layernorm_modulate", backend, x.device, _no_limits, (),
+                      _rows_class("residual_layernorm_modulate", x, gate, y, shift, scale))
     if name == "triton":
         return _triton_ops()["layernorm_modulate"].residual_layernorm_modulate(
             x, gate, y, shift, scale, eps)
@@ -278,7 +330,8 @@ def residual_layernorm_modulate(x, gate, y, shift, scale, eps: float = 1e-6,
 
 def gated_residual(x, gate, y, backend: str | None = None):
     """adaLN-Zero residual x + gate * y. x, y (B, N, D); gate (B, D) -> (B, N, D)."""
-    name, _ = _choose("gated_residual", backend, x.device, _no_limits)
+    name, _ = _choose("gated_residual", backend, x.device, _no_limits, (),
+                      _rows_class("gated_residual", x, gate, y))
     if name == "triton":
         return _triton_ops()["gated_residual"].gated_residual(x, gate, y)
     if name == "cuda":
@@ -293,7 +346,8 @@ def euler_cfg_step_(x, v_u, v_c, dt, s, backend: str | None = None):
     one value or one per sample ((B, 1, ..., 1)), so a captured CUDA graph can be replayed
     after writing new values into them.
     """
-    name, _ = _choose("euler_cfg_step", backend, x.device, _no_limits)
+    name, _ = _choose("euler_cfg_step", backend, x.device, _no_limits, (),
+                      _rows_class("euler_cfg_step", x))
     if name == "triton":
         return _triton_ops()["euler_cfg_step"].euler_cfg_step(x, v_u, v_c, dt, s)
     if name == "cuda":
@@ -307,7 +361,9 @@ def euler_cfg_step_(x, v_u, v_c, dt, s, backend: str | None = None):
 def backend_report(device: str | torch.device | None = None) -> dict[str, dict[str, str]]:
     """Which backend each op would use on ``device`` (FLOWTOK_KERNELS applied), and why.
 
-    Attention is judged for flowtok's shape: 77 tokens, head dim 72, bf16 (fp32 on CPU).
+    Judged for flowtok's sampling shape (forward only): attention at 77 tokens, head dim 72;
+    the row ops at XL's 128 x 77 x 1152; bf16 (fp32 on CPU). A backend measured fastest by
+    `flowtok bench kernels` (flowtok_kernels.measured) says so in its reason.
     """
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
@@ -316,8 +372,9 @@ def backend_report(device: str | torch.device | None = None) -> dict[str, dict[s
     for op in IMPLEMENTED:
         check = _attention_unsupported(q, q) if op == "attention" else _no_limits
         key = _attention_key(q, q) if op == "attention" else ()
+        cls = measured.shape_class(op, dtype, keys=77, elements=128 * 77 * 1152)
         try:
-            name, reason = _choose(op, None, dev, check, key)
+            name, reason = _choose(op, None, dev, check, key, cls)
         except BackendUnavailable as e:
             name, reason = "unavailable", str(e)
         report[op] = {"backend": name, "reason": reason}
