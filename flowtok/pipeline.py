@@ -144,7 +144,14 @@ def direction_config(cfg: FlowTokConfig, folder: Path) -> FlowTokConfig:
 
 
 class FlowTokPipeline:
-    """Text -> images and images -> captions with one model folder."""
+    """Text -> images and images -> captions with one model folder.
+
+    ``cuda_graph`` ("auto" | "on" | "off"): on CUDA, text -> image sampling (projector + all
+    Euler/CFG steps) is captured in a CUDA graph once per batch shape and replayed
+    (flowtok.cuda_graphs); "auto" does so on CUDA only, "on" demands CUDA.
+    """
+
+    cuda_graph = "auto"
 
     def __init__(self, config: FlowTokConfig, tokenizer: Tokenizer, t2i: TextImageFlow | None = None,
                  i2t: TextImageFlow | None = None, text_encoder=None, device: str | torch.device = "cpu"):
@@ -299,11 +306,23 @@ class FlowTokPipeline:
         temperature = self._check_temperature()
         K, C = self.config.K, self.config.C
         noise = torch.stack([torch.randn(K, C, generator=torch.Generator().manual_seed(s)) for s in seeds])
-        lat = self.t2i.text_to_latent(feats.to(self.device), noise.to(self.device), steps, guidance,
-                                      temperature=temperature)
+        lat = self._text_to_latent(feats.to(self.device), noise.to(self.device), steps, guidance,
+                                   temperature)
         _check_finite(lat, "the text-to-image flow", self.t2i, "t2i",
                       f"guidance {guidance}, temperature {temperature}")
         return lat
+
+    def _text_to_latent(self, feats, noise, steps: int, guidance: float, temperature: float):
+        """t2i.text_to_latent, replayed from a CUDA graph per batch shape where ``cuda_graph``
+        says so (the model's identity is part of the key: a swapped t2i is captured anew)."""
+        from flowtok.cuda_graphs import GraphedSampler, graph_mode
+
+        if not graph_mode(self.cuda_graph, self.device):
+            return self.t2i.text_to_latent(feats, noise, steps, guidance, temperature=temperature)
+        if getattr(self, "_graphed", None) is None:
+            self._graphed = GraphedSampler(
+                lambda f, n, s, g, t, model_id: self.t2i.text_to_latent(f, n, s, g, temperature=t))
+        return self._graphed(feats, noise, steps, guidance, temperature, id(self.t2i))
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, feats: torch.Tensor | None = None) -> np.ndarray:
