@@ -163,7 +163,8 @@ class TrainConfig:
     # text -> image, few images per caption (emoji: two drawings of each name): image j of the k
     # training images sharing a caption takes its source noise's first coordinate from the j-th
     # of k equal-probability bins of N(0, 1). The source stays N(0, I) per caption, and which
-    # image a sample becomes is read off one coordinate instead of averaged over (issue 24)
+    # image a sample becomes is read off one coordinate instead of averaged over. Experimental:
+    # no gain measured at 1,000 fine-tuning steps on emoji (benchmarks/RESULTS.md); in no preset
     stratified_source: bool = False
     grad_accum: int = 1  # micro-batches per step: global batch = batch_size x world size x grad_accum
     parallel: str = "ddp"  # under torchrun: ddp (replicas) | fsdp (FSDP2 fully_shard, for the H preset)
