@@ -19,7 +19,14 @@ from flowtok import __version__
 class _FlowTokGroup(TyperGroup):
     """Maps library errors to one-line messages and exit codes for every subcommand."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _quiet_flags(self)
+
     def invoke(self, ctx):
+        from flowtok_cli.common import echo_error, set_json_errors
+
+        set_json_errors(False)  # per invocation; a subcommand's --json turns it on while parsing
         try:
             return super().invoke(ctx)
         except Exception as e:
@@ -28,8 +35,27 @@ class _FlowTokGroup(TyperGroup):
             code, msg = _classify(e)
             if code is None:
                 raise
-            typer.echo(f"error: {msg}", err=True)
+            echo_error(msg, code)
             raise typer.Exit(code=code) from None
+
+
+def _quiet_flags(cmd) -> None:
+    """On/off flags show no value type in --help (typer would print ``<bool>`` beside them, as
+    if ``--grid`` took a value); applied to every command and group below ``cmd``."""
+    for param in cmd.params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    make_help = cmd.get_help_option
+
+    def get_help_option(ctx):
+        option = make_help(ctx)
+        if option is not None and option.metavar is None:
+            option.metavar = ""
+        return option
+
+    cmd.get_help_option = get_help_option
+    for sub in getattr(cmd, "commands", {}).values():
+        _quiet_flags(sub)
 
 
 def _classify(e: BaseException) -> tuple[int | None, str]:
@@ -128,18 +154,41 @@ def _load(spec: str):
     return getattr(importlib.import_module(f"flowtok_cli.{module}"), func)
 
 
+def reflow(doc: str | None) -> str | None:
+    """A command's docstring as help text: the hard line breaks inside a prose paragraph are
+    joined (the terminal wraps it, so a narrow one shows no ragged lines), indented example
+    lines and lines after a "Heading:" keep theirs; ``[`` is escaped so Rich markup does not
+    eat text such as ``flowtok[plot]``."""
+    import inspect
+
+    if doc is None:
+        return None
+    paragraphs = []
+    for para in inspect.cleandoc(doc).split("\n\n"):
+        lines: list[str] = []
+        for line in para.splitlines():
+            prose = lines and not line.startswith(" ") and not lines[-1].startswith(" ") \
+                and not lines[-1].endswith(":")
+            if prose:
+                lines[-1] += " " + line.strip()
+            else:
+                lines.append(line)
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs).replace("[", "\\[")
+
+
 def _register() -> None:
     for name, spec in COMMANDS.items():
         fn = _load(spec)
         if fn is not None:
-            app.command(name)(fn)
+            app.command(name, help=reflow(fn.__doc__))(fn)
     for group, (help_text, commands) in GROUPS.items():
         sub = typer.Typer(help=help_text, no_args_is_help=True)
         found = False
         for name, spec in commands.items():
             fn = _load(spec)
             if fn is not None:
-                sub.command(name)(fn)
+                sub.command(name, help=reflow(fn.__doc__))(fn)
                 found = True
         if found:
             app.add_typer(sub, name=group)

@@ -34,7 +34,7 @@ def sample(
     warmup: Annotated[int | None, typer.Option(
         "--warmup", help="Untimed calls first (default 2 CUDA, 1 CPU).")] = None,
     plot: Annotated[Path | None, typer.Option(
-        "--plot", help="Also save a PNG chart here (needs matplotlib: flowtok[plot]).")] = None,
+        "--plot", help="Also save a PNG chart here (needs matplotlib: pip install matplotlib).")] = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random weights and inputs.")] = 0,

@@ -10,9 +10,13 @@ import typer
 from flowtok_cli import common
 from flowtok_cli.options import DeviceOpt, JsonOpt
 
+# the readable formats, as flowtok.data.imagefolder.IMAGE_EXTENSIONS lists them (kept in step by
+# a test: importing that module here would slow down --help)
+IMAGE_FORMATS = "png, jpg, jpeg, webp, bmp, gif, tif, tiff"
+
 
 def caption(
-    images: Annotated[list[Path], typer.Argument(help="Image files (png, jpg, webp, bmp, gif).")],
+    images: Annotated[list[Path], typer.Argument(help=f"Image files ({IMAGE_FORMATS}).")],
     model: Annotated[Path | None, typer.Option("--model", "-m", help="Model folder (default: shipped model).")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Euler steps (default: the model's).")] = None,
     device: DeviceOpt = None,
@@ -54,7 +58,11 @@ def caption(
     else:
         for r in results:
             typer.echo(f"{r['image']}\t{r['caption']}" if len(images) > 1 else r["caption"])
-    for msg in failed:
-        typer.echo(f"error: {msg}", err=True)
+    if failed and json_out:
+        common.echo_error(f"{len(failed)} of {len(images)} image(s) could not be read", 1,
+                          errors=failed)
+    else:
+        for msg in failed:
+            common.echo_error(msg, 1)
     if failed:
         raise typer.Exit(code=1)

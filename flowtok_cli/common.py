@@ -23,19 +23,37 @@ def print_table(rows: list[tuple[str, str]], title: str | None = None) -> None:
         typer.echo(f"  {k:<{width}}  {v}")
 
 
+_json_errors = False  # set by --json: errors go to stderr as one JSON object, not a text line
+
+
+def set_json_errors(on: bool) -> bool:
+    """--json's callback (the app resets it per run): a script reading JSON gets JSON errors."""
+    global _json_errors
+    _json_errors = bool(on)
+    return on
+
+
+def echo_error(msg: str, code: int, **extra: Any) -> None:
+    """One error on stderr: ``error: msg``, or with --json ``{"error": msg, "exit_code": code}``."""
+    if _json_errors:
+        typer.echo(json.dumps({"error": msg, "exit_code": code, **extra}, default=str), err=True)
+    else:
+        typer.echo(f"error: {msg}", err=True)
+
+
 def warn(msg: str) -> None:
     typer.echo(f"warning: {msg}", err=True)
 
 
 def usage_error(msg: str) -> typer.Exit:
     """Print a one-line usage error and return the exit (code 2) to raise."""
-    typer.echo(f"error: {msg}", err=True)
+    echo_error(msg, 2)
     return typer.Exit(code=2)
 
 
 def runtime_error(msg: str) -> typer.Exit:
     """Print a one-line runtime error and return the exit (code 1) to raise."""
-    typer.echo(f"error: {msg}", err=True)
+    echo_error(msg, 1)
     return typer.Exit(code=1)
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from flowtok_cli.common import print_json, print_table
+from flowtok_cli.common import print_json, print_table, set_json_errors
 
 ROWS = ("color", "shape", "size", "position", "count", "all_correct")
 
@@ -18,7 +18,8 @@ def shapes(
         int, typer.Option("--failures", min=0, help="How many failed images to list in the table.")
     ] = 5,
     json_out: Annotated[
-        bool, typer.Option("--json", help="Print JSON (every failure included) instead of a table.")
+        bool, typer.Option("--json", callback=set_json_errors,
+                           help="Print JSON (every failure included) instead of a table.")
     ] = False,
 ) -> None:
     """Score images against their prompts: colour, shape, size, position, count, all-correct.

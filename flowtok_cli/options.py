@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from flowtok_cli.common import set_json_errors
+
 PresetOpt = Annotated[
     str | None, typer.Option("--preset", "-p", help="Preset name: tiny, shapes, emoji64, B, XL, H.")
 ]
@@ -18,7 +20,9 @@ SetOpt = Annotated[
     typer.Option("--set", "-s", help="Override one field, e.g. --set flow.depth=8 (repeatable)."),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
+JsonOpt = Annotated[bool, typer.Option(
+    "--json", callback=set_json_errors,
+    help="Print machine-readable JSON instead of a table (errors: a JSON object on stderr).")]
 DeviceOpt = Annotated[
     str | None, typer.Option("--device", help="cpu, cuda, cuda:1 … (default: cuda if available).")
 ]

@@ -12,8 +12,21 @@ from flowtok_cli.options import DeviceOpt, JsonOpt, OutOpt
 
 TokenizerOpt = Annotated[
     Path | None, typer.Option("--tokenizer", "-t", help="Tokenizer folder (config.json + "
-                              "model.safetensors), e.g. runs/tok/model.")
+                              "model.safetensors), e.g. runs/tok/model (default: the shipped "
+                              "model's).")
 ]
+MAX_LISTED = 5  # skipped files named in the warning; the count covers the rest
+
+
+def default_tokenizer() -> Path:
+    """The shipped model's tokenizer, as generate and caption default to the shipped model."""
+    from flowtok.errors import ConfigError
+    from flowtok.pipeline import default_model_path
+
+    model = default_model_path()
+    if model is None:
+        raise ConfigError("this install ships no default model; pass --tokenizer DIR")
+    return model / "tokenizer"
 
 
 def tokenize(
@@ -37,28 +50,34 @@ def tokenize(
     Captions come from metadata.jsonl or .txt sidecars. Each shard is written atomically, so
     an interrupted run (Ctrl-C, kill, full disk) keeps every finished shard: rerun the same
     command to do only the missing ones. Unreadable files are listed in OUT/failed.json and the
-    command exits 1 after writing every readable image.
+    command exits 1 after writing every readable image. Files that are not images (png, jpg,
+    jpeg, webp, bmp, gif, tif, tiff) or captions are skipped and named in a warning.
 
     Examples:
+      flowtok tokenize data/emoji/train -o latents/emoji
       flowtok tokenize data/shapes/train -o latents/shapes --tokenizer runs/tok/model
       flowtok tokenize imgs/ -o latents/ -t runs/tok/model --batch-size 256 --shard-size 8192
       flowtok tokenize imgs/ -o wds/ -t runs/tok/model --format webdataset --workers 4
       torchrun --nproc-per-node 8 -m flowtok_cli tokenize imgs/ -o wds/ -t runs/tok/model --format webdataset
     """
     from flowtok.data import tokenize_parts
-    from flowtok.data.imagefolder import scan_folder
+    from flowtok.data.imagefolder import image_formats, scan_folder
     from flowtok.data.shards import FAILED_FILE
     from flowtok.tokenizer.model import Tokenizer
     from flowtok.train.distributed import env_info, local_device
 
-    if tokenizer is None:
-        raise common.usage_error("--tokenizer is required: pass a folder such as runs/tok/model")
     if fmt not in tokenize_parts.FORMATS:
         raise common.usage_error(f"--format {fmt}: use {' or '.join(tokenize_parts.FORMATS)}")
+    tokenizer = tokenizer or default_tokenizer()
     tok = Tokenizer.from_pretrained(tokenizer, device=local_device(device))
-    records = scan_folder(images)
+    skipped: list[str] = []
+    records = scan_folder(images, skipped)
     if not records:
-        raise common.usage_error(f"{images}: no png/jpg/jpeg/webp/bmp/gif images found")
+        raise common.usage_error(f"{images}: no images found (reads {image_formats()})")
+    if skipped:
+        shown = ", ".join(skipped[:MAX_LISTED]) + (" …" if len(skipped) > MAX_LISTED else "")
+        common.warn(f"skipped {len(skipped)} file(s) that are not {image_formats()} images: "
+                    f"{shown}")
     common.check_out_dir(out)
     bar = None
     if not json_out and common.is_tty():
@@ -89,7 +108,8 @@ def tokenize(
             bar.close()
     result = {"out": str(out), "latents": report.num_items, "shards_written":
               report.shards_written, "shards_skipped": report.shards_skipped,
-              "failed": len(report.failed), "K": tok.cfg.num_latent_tokens,
+              "failed": len(report.failed), "skipped_files": len(skipped),
+              "K": tok.cfg.num_latent_tokens,
               "C": tok.cfg.token_channels}
     if json_out:
         common.print_json(result)

@@ -4,6 +4,7 @@ pass. Every failure is one `error:` line (exit 1 runtime, 2 usage), never a trac
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -427,3 +428,179 @@ def test_a_missing_and_an_extra_tensor_are_named(model_dir, tmp_path):
     save_file(state, f)
     with pytest.raises(CheckpointError, match="unexpected tensor extra.weight \\(shape \\(3, 2\\)\\)"):
         FlowTokPipeline.from_pretrained(bad, device="cpu")
+
+
+# ----------------------------------------------------------------------------- messages
+
+
+def test_a_bad_value_in_a_model_config_names_config_json_and_the_field(model_dir, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(model_dir, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["flow"]["steps"] = -3
+    (bad / "config.json").write_text(json.dumps(cfg))
+    res = _generate(bad, tmp_path / "out", "a cat")
+    assert res.exit_code == 1
+    assert _errors(res) == [(f"error: {bad / 'config.json'}: flow.steps is -3; it must be a finite "
+                            "number of at least 1")]
+
+
+def test_caption_of_a_folder_says_it_is_a_folder(model_dir, tmp_path):
+    res = runner.invoke(app, ["caption", str(tmp_path), "--model", str(model_dir)])
+    assert res.exit_code == 1
+    assert _errors(res) == [(f"error: {tmp_path}: is a folder; pass image files, e.g. "
+                            f"{tmp_path}/*.png")]
+
+
+def test_caption_of_a_symlink_loop_or_a_broken_link_says_so(model_dir, tmp_path):
+    (tmp_path / "a.png").symlink_to(tmp_path / "b.png")
+    (tmp_path / "b.png").symlink_to(tmp_path / "a.png")
+    (tmp_path / "c.png").symlink_to(tmp_path / "gone.png")
+    res = runner.invoke(app, ["caption", str(tmp_path / "a.png"), str(tmp_path / "c.png"),
+                              "--model", str(model_dir)])
+    assert res.exit_code == 1
+    assert _errors(res) == [
+        (f"error: {tmp_path / 'a.png'}: a symlink loop (the link leads back to itself); fix or "
+        "remove the link"),
+        (f"error: {tmp_path / 'c.png'}: a broken symlink (its target {tmp_path / 'gone.png'} does "
+        "not exist)")]
+
+
+def test_prompts_that_is_a_folder_says_a_text_file_is_expected(model_dir, tmp_path):
+    res = runner.invoke(app, ["generate", "--prompts", str(tmp_path), "--model", str(model_dir),
+                              "-o", str(tmp_path / "out")])
+    assert res.exit_code == 2
+    assert _errors(res) == [(f"error: {tmp_path}: is a folder; --prompts takes a text file with "
+                            "one prompt per line")]
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["generate", "a cat", "--device", "tpu", "-o", "OUT"], 2, "--device tpu: not a device name"),
+    (["generate", "a cat", "--model", "MISSING", "-o", "OUT"], 1, "MISSING: not a folder"),
+    (["caption", "MISSING.png"], 1, "1 of 1 image(s) could not be read"),
+])
+def test_with_json_an_error_is_a_json_object_on_stderr(model_dir, tmp_path, args, code, message):
+    args = [str(tmp_path / a) if a.startswith(("MISSING", "OUT")) else a for a in args]
+    model = [] if "--model" in args else ["--model", str(model_dir)]
+    res = runner.invoke(app, [*args, *model, "--json"])
+    assert res.exit_code == code
+    assert "Traceback" not in res.output
+    error = json.loads(res.stderr.strip().splitlines()[-1])
+    assert error["exit_code"] == code and message in error["error"]
+    assert not any(line.startswith("error:") for line in res.stderr.splitlines())
+
+
+def test_without_json_the_same_error_stays_a_text_line(model_dir, tmp_path):
+    res = _generate(model_dir, tmp_path / "out", "a cat", "--device", "tpu")
+    assert _errors(res)[0].startswith("error: --device tpu")
+
+
+def test_tokenize_and_caption_read_one_list_of_formats_and_report_skipped_files(tmp_path):
+    from flowtok.data.imagefolder import IMAGE_EXTENSIONS, image_formats
+    from flowtok_cli.caption_cmd import IMAGE_FORMATS
+
+    assert IMAGE_FORMATS == image_formats()
+    assert {".tif", ".tiff"} <= set(IMAGE_EXTENSIONS)
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rgb = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(imgs / "a.png")
+    Image.fromarray(rgb).save(imgs / "b.tif")
+    (imgs / "b.txt").write_text("a caption")  # a caption file is expected, not reported
+    (imgs / "notes.psd").write_bytes(b"8BPS")
+    res = runner.invoke(app, ["tokenize", str(imgs), "-o", str(tmp_path / "lat"), "--json",
+                              "--device", "cpu"])  # also: the shipped model's tokenizer by default
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout)
+    assert (result["latents"], result["skipped_files"]) == (2, 1)
+    assert (f"warning: skipped 1 file(s) that are not {image_formats()} images: notes.psd"
+            in res.stderr)
+    from flowtok.pipeline import default_model_path
+
+    shipped = json.loads((default_model_path() / "tokenizer" / "config.json").read_text())
+    tok = shipped.get("tokenizer", shipped)
+    assert (result["K"], result["C"]) == (tok["num_latent_tokens"], tok["token_channels"])
+
+
+# ----------------------------------------------------------------------------- defaults and help
+
+
+def _help(*command: str) -> str:
+    res = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "100"}, terminal_width=100)
+    assert res.exit_code == 0, res.output
+    return res.stdout
+
+
+def test_help_keeps_square_brackets_and_shows_no_type_beside_flags():
+    text = re.sub(r"[\s│]+", " ", _help("bench", "sample"))  # undo the table's wrapping
+    assert "(needs matplotlib: pip install matplotlib)" in text
+    for line in _help("generate").splitlines():
+        if "--grid" in line or "--overwrite" in line or "--json" in line:
+            assert "<bool>" not in line, line
+
+
+def test_reflow_joins_prose_lines_and_keeps_examples():
+    from flowtok_cli.app import reflow
+
+    doc = """First line.
+
+    A paragraph written
+    over two lines, and flowtok[plot].
+
+    Examples:
+      flowtok a
+      flowtok b
+    """
+    assert reflow(doc) == ("First line.\n\nA paragraph written over two lines, and "
+                           "flowtok\\[plot].\n\nExamples:\n  flowtok a\n  flowtok b")
+
+
+@pytest.mark.parametrize("command", [("tokenize",), ("bench", "kernels"), ("train", "flow"),
+                                     ("eval", "shapes"), ("data", "emoji")])
+def test_help_prose_wraps_to_the_terminal_not_to_the_docstring(command):
+    """At 100 columns no prose line of the description stops far short of the edge before a
+    line that continues its sentence (the ragged right edge of hard docstring breaks)."""
+    text = _help(*command)
+    intro = text.split("╭")[0].split("Examples:")[0]
+    lines = [line.rstrip() for line in intro.splitlines()]
+    for a, b in itertools.pairwise(lines):
+        if a.strip() and b.strip() and not b.startswith("   "):
+            assert len(a) > 100 - 25, (a, b)
+
+
+def test_bench_kernels_groups_rows_that_cannot_run_into_one_line_per_cause(monkeypatch):
+
+    result = {
+        "device": {"name": "cpu", "type": "cpu"}, "dtype": "fp32",
+        "shapes": {"attention": "2x2x77x72", "rows": "154x256"},
+        "ceilings": {"matmul": {"tflops": 0.1}, "copy": {"gbps": 10.0}},
+        "timing": {"method": "perf_counter", "repeats": 5}, "notes": [],
+        "rows": [{"op": "attention", "mode": "fwd", "provider": "eager", "status": "ok",
+                  "median_ms": 1.0, "tflops": 0.01, "gbps": None, "pct_of_ceiling": 10.0,
+                  "vs_fastest_sdpa": 1.0}]
+        + [{"op": op, "mode": "fwd", "provider": p, "status": "unavailable",
+            "reason": "needs a CUDA device"} for op in ("attention", "euler_cfg_step")
+           for p in ("triton", "cuda")],
+    }
+    monkeypatch.setattr("flowtok.bench.kernels.run_kernel_bench", lambda opts: result)
+    res = runner.invoke(app, ["bench", "kernels", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    lines = [line for line in res.stdout.splitlines() if "unavailable" in line]
+    assert lines == [("unavailable (needs a CUDA device): 4 row(s): attention fwd triton, attention "
+                     "fwd cuda, euler_cfg_step fwd triton, euler_cfg_step fwd cuda")]
+
+
+def test_doctor_checks_the_shipped_model_and_times_it():
+    res = runner.invoke(app, ["doctor", "--json"])
+    assert res.exit_code == 0, res.output
+    m = json.loads(res.stdout)["default_model"]
+    assert m["ok"] is True and m["steps"] == 4
+    assert all(m[k] >= 0 for k in ("load_s", "generate_s", "caption_s"))
+    assert isinstance(m["caption"], str) and m["caption"]
+
+
+def test_doctor_reports_a_broken_shipped_model_and_exits_1(monkeypatch, tmp_path):
+    monkeypatch.setattr("flowtok.pipeline.default_model_path", lambda: tmp_path)
+    res = runner.invoke(app, ["doctor"])
+    assert res.exit_code == 1
+    assert f"shipped model: FAILED ({tmp_path}: not a flowtok model folder" in res.stdout

@@ -23,8 +23,11 @@ import numpy as np
 
 from flowtok.errors import DataError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
+# the one list of image files flowtok reads (tokenize and train pick folder files by it, caption's
+# help names it); the content, not the extension, then decides how a file is decoded
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 METADATA_FILE = "metadata.jsonl"
+CAPTION_SUFFIXES = (".txt",)  # sidecar captions: expected beside images, never reported as skipped
 # Decompression-bomb guard: a few hundred bytes of PNG can claim 100k x 100k pixels (40 GB of
 # RGB). 8192 x 8192 is larger than any photo worth tokenizing and still fits in memory.
 MAX_PIXELS = 8192 * 8192
@@ -81,18 +84,30 @@ def _read_utf8(path: Path) -> str:
         raise DataError(f"{path}: not valid UTF-8 (byte {e.start}); save it as UTF-8") from e
 
 
-def scan_folder(folder: str | Path) -> list[ImageRecord]:
-    """Every image under ``folder`` (recursive, sorted by relative name) with its caption."""
+def image_formats() -> str:
+    """The readable extensions for messages and help: "png, jpg, …"."""
+    return ", ".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+
+
+def scan_folder(folder: str | Path, skipped: list[str] | None = None) -> list[ImageRecord]:
+    """Every image under ``folder`` (recursive, sorted by relative name) with its caption.
+    Other files (not an image extension, not a caption file) are appended to ``skipped`` by
+    relative name, so the caller can say what it left out."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder; pass a folder of images")
     captions = read_captions(folder)
     records = []
     for path in sorted(folder.rglob("*")):
-        if not path.is_file() or path.suffix.lower() not in IMAGE_EXTENSIONS:
-            continue
         if any(part.startswith(".") for part in path.relative_to(folder).parts):
             continue  # hidden files and temp files of interrupted writers
+        if not path.is_file():
+            continue
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            if skipped is not None and path.name != METADATA_FILE \
+                    and path.suffix.lower() not in CAPTION_SUFFIXES:
+                skipped.append(path.relative_to(folder).as_posix())
+            continue
         name = path.relative_to(folder).as_posix()
         caption = captions.get(name)
         sidecar = path.with_suffix(".txt")
