@@ -383,8 +383,11 @@ class Tokenizer(nn.Module):
     def _device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, H, W, 3) or float (B, 3, H, W) in [-1, 1] -> float (B, 3, H, W) on device."""
+    def prepare_images(self, images) -> torch.Tensor:
+        """uint8 (B, H, W, 3) or float (B, 3, H, W) in [-1, 1] -> float (B, 3, H, W) on device.
+        Also a PIL image, a uint8 (H, W, 3) numpy array, or a list of either, at the tokenizer's
+        size (transparency composited over ``tokenizer.background``)."""
+        images = self._as_tensor(images)
         if images.dtype == torch.uint8:
             if images.ndim != 4 or images.shape[-1] != 3:
                 raise ConfigError(f"uint8 images must be (B, H, W, 3), got {tuple(images.shape)}")
@@ -399,8 +402,38 @@ class Tokenizer(nn.Module):
             )
         return images.to(self._device(), torch.float32)
 
-    def encode(self, images: torch.Tensor) -> Posterior:
-        """Images (see ``prepare_images``) -> Posterior with mean, logvar (B, K, C)."""
+    def _as_tensor(self, images) -> torch.Tensor:
+        """PIL images and numpy arrays (one or a list) -> a uint8 (B, H, W, 3) tensor."""
+        import numpy as np
+        from PIL import Image
+
+        if isinstance(images, torch.Tensor):
+            return images
+        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            items = list(images)
+        if not items:
+            raise ConfigError("no images to encode (an empty list)")
+        arrays = []
+        for im in items:
+            if isinstance(im, Image.Image):
+                rgba = im.convert("RGBA")
+                canvas = Image.new("RGBA", rgba.size, (*self.cfg.background, 255))
+                im = np.asarray(Image.alpha_composite(canvas, rgba).convert("RGB"))
+            if not isinstance(im, np.ndarray) or im.dtype != np.uint8 or im.ndim != 3 or im.shape[-1] != 3:
+                what = f"{im.dtype} {im.shape}" if isinstance(im, np.ndarray) else type(im).__name__
+                raise ConfigError(f"Tokenizer.encode takes PIL images, uint8 (H, W, 3) arrays or a "
+                                  f"torch tensor, got {what}")
+            arrays.append(im)
+        if len({a.shape for a in arrays}) > 1:
+            raise ConfigError("images to encode differ in size; resize them to "
+                              f"{self.cfg.image_size}x{self.cfg.image_size} first")
+        return torch.from_numpy(np.stack(arrays))
+
+    @torch.no_grad()
+    def encode(self, images) -> Posterior:
+        """Images (see ``prepare_images``) -> Posterior with mean, logvar (B, K, C).
+        Inference: no autograd graph (training runs ``forward``)."""
         return Posterior(*self._moments(self.prepare_images(images)))
 
     def _moments(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -413,8 +446,10 @@ class Tokenizer(nn.Module):
         base = None if self.basis is None else self.basis.decode(z, self.cfg.image_size)
         return self.decoder(z, text, base)
 
+    @torch.no_grad()
     def decode(self, latents: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
-        """Unscaled latents (B, K, C) (+ text tokens (B, K, text_dim)) -> images (B, 3, H, W)."""
+        """Unscaled latents (B, K, C) (+ text tokens (B, K, text_dim)) -> images (B, 3, H, W).
+        Inference: no autograd graph (training runs ``forward``)."""
         K, C = self.cfg.num_latent_tokens, self.cfg.token_channels
         if latents.ndim != 3 or latents.shape[1:] != (K, C):
             raise ConfigError(f"latents must be (B, {K}, {C}), got {tuple(latents.shape)}")
