@@ -82,7 +82,8 @@ def reconstruct(tok: Tokenizer, images: np.ndarray, batch_size: int = 128) -> li
 
 def summary(gen: Path, real: str, features: str, size: int) -> dict:
     s = diversity_between(gen, real, features=features, pixel_size=size)["summary"]
-    return {k: round(s[k]["median"], 4) for k in METRICS if isinstance(s.get(k), dict)}
+    return {k: round(s[k]["median"], 4) for k in METRICS
+            if isinstance(s.get(k), dict) and s[k].get("median") is not None}
 
 
 def main() -> None:

@@ -90,14 +90,15 @@ def main() -> None:
            "knn_accuracy_real_val": real_acc, "per_caption_accuracy": per_caption}
     for kind in a.features:
         s = diversity_between(out, data / "train", features=kind, pixel_size=images[0].size[0])["summary"]
-        row[kind] = {k: round(s[k]["median"], 4) for k in METRICS if isinstance(s.get(k), dict)}
+        row[kind] = {k: round(s[k]["median"], 4) for k in METRICS
+                     if isinstance(s.get(k), dict) and s[k].get("median") is not None}
     if a.grid:
         side = images[0].size[0]
         grid = Image.new("RGB", (8 * side, len(captions) * side))
         for r in range(len(captions)):
             for c in range(min(8, a.per_caption)):
                 grid.paste(images[r * a.per_caption + c].convert("RGB"), (c * side, r * side))
-        grid.resize((grid.width * 3, grid.height * 3), Image.Resampling.NEAREST).save(a.grid)
+        grid.resize((grid.width * 2, grid.height * 2), Image.Resampling.NEAREST).save(a.grid)
     row["eval_s"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(row))
 
