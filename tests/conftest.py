@@ -39,3 +39,27 @@ def _no_measured_kernel_dispatch(monkeypatch):
     mod = sys.modules.get("flowtok_kernels.measured")
     if mod is not None:
         mod.reload()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny t2i + i2t model folder with random (non-zero) weights (the reliability suites)."""
+    import torch
+
+    from flowtok.config import load_preset
+    from flowtok.flow.model import TextImageFlow
+    from flowtok.pipeline import FlowTokPipeline
+    from flowtok.text.encoders import ByteTokenizer
+    from flowtok.tokenizer.model import Tokenizer
+
+    cfg = load_preset("tiny")
+    torch.manual_seed(0)
+    t2i = TextImageFlow(cfg, "t2i")
+    i2t = TextImageFlow(cfg, "i2t", vocab_ids=torch.arange(ByteTokenizer(cfg.K).vocab_size))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in [*t2i.parameters(), *i2t.parameters()]:
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    path = tmp_path_factory.mktemp("models") / "tiny"
+    FlowTokPipeline(cfg, Tokenizer(cfg.tokenizer), t2i, i2t).save_pretrained(path)
+    return path

@@ -29,7 +29,6 @@ from flowtok.data.shards import read_shards
 from flowtok.errors import CheckpointError, DataError
 from flowtok.flow.model import TextImageFlow
 from flowtok.pipeline import FlowTokPipeline
-from flowtok.text.encoders import ByteTokenizer
 from flowtok.tokenizer.model import Tokenizer
 from flowtok_cli.app import app
 
@@ -49,20 +48,7 @@ def tok_dir(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A tiny t2i + i2t model folder with random (non-zero) weights."""
-    cfg = load_preset("tiny")
-    torch.manual_seed(0)
-    t2i = TextImageFlow(cfg, "t2i")
-    i2t = TextImageFlow(cfg, "i2t", vocab_ids=torch.arange(ByteTokenizer(cfg.K).vocab_size))
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in [*t2i.parameters(), *i2t.parameters()]:
-            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    path = tmp_path_factory.mktemp("models") / "tiny"
-    FlowTokPipeline(cfg, Tokenizer(cfg.tokenizer), t2i, i2t).save_pretrained(path)
-    return path
+# model_dir: tests/conftest.py (a tiny t2i + i2t model folder)
 
 
 def _one_line_error(output: str) -> None:

@@ -20,12 +20,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from flowtok.config import load_preset
 from flowtok.errors import ArgumentError, CheckpointError, NumericalError
-from flowtok.flow.model import TextImageFlow
 from flowtok.pipeline import FlowTokPipeline
-from flowtok.text.encoders import ByteTokenizer
-from flowtok.tokenizer.model import Tokenizer
 from flowtok_cli import generate_cmd
 from flowtok_cli.app import app
 
@@ -33,20 +29,7 @@ runner = CliRunner()
 HUGE_SEED = 2**70
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A tiny t2i + i2t model folder with random (non-zero) weights."""
-    cfg = load_preset("tiny")
-    torch.manual_seed(0)
-    t2i = TextImageFlow(cfg, "t2i")
-    i2t = TextImageFlow(cfg, "i2t", vocab_ids=torch.arange(ByteTokenizer(cfg.K).vocab_size))
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in [*t2i.parameters(), *i2t.parameters()]:
-            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    path = tmp_path_factory.mktemp("models") / "tiny"
-    FlowTokPipeline(cfg, Tokenizer(cfg.tokenizer), t2i, i2t).save_pretrained(path)
-    return path
+# model_dir: tests/conftest.py (a tiny t2i + i2t model folder)
 
 
 @pytest.fixture(scope="module")

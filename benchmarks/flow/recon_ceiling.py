@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from diversity_eval import write_folder  # this folder's script: same metadata.jsonl layout
 from PIL import Image
 
 from flowtok.data.shapes import partial_prompts
@@ -60,16 +61,6 @@ def subset(folder: Path, captions: set[str], out: Path) -> Path:
             lines.append(line)
     (out / "metadata.jsonl").write_text("\n".join(lines) + "\n")
     return out
-
-
-def write(folder: Path, images: list[np.ndarray], prompts: list[str]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for i, (im, p) in enumerate(zip(images, prompts)):
-        Image.fromarray(im).save(folder / f"{i:05d}.png")
-        lines.append(json.dumps({"file_name": f"{i:05d}.png", "text": p}))
-    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
-    return folder
 
 
 @torch.no_grad()
@@ -113,14 +104,14 @@ def main() -> None:
     prompts = [c for c in sorted(picked) for _ in picked[c]]
     images = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
     tok = Tokenizer.from_pretrained(a.tokenizer, device=torch.device("cpu")).eval()
-    rows = {"fresh": write(out / "fresh_set", list(images), prompts)}
+    rows = {"fresh": write_folder(out / "fresh_set", images, prompts)}
     if not a.skip_recon:
-        rows["recon"] = write(out / "recon_set", reconstruct(tok, images), prompts)
+        rows["recon"] = write_folder(out / "recon_set", np.stack(reconstruct(tok, images)), prompts)
     rng = np.random.default_rng(0)
     for db in a.noise_psnr:
         sd = 255.0 / 10 ** (db / 20)  # PSNR = 20 log10(255 / rms error)
         noisy = np.clip(images + rng.normal(0, sd, images.shape), 0, 255).round().astype(np.uint8)
-        rows[f"noise_{db:g}dB"] = write(out / f"noise_{db:g}dB_set", list(noisy), prompts)
+        rows[f"noise_{db:g}dB"] = write_folder(out / f"noise_{db:g}dB_set", noisy, prompts)
     if a.samples:
         rows["samples"] = subset(Path(a.samples), keep, out / "samples_subset")
     result = {"features": a.features, "captions": len(picked), "images": len(files)}
