@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -28,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flowtok.atomic import open_to_umask
+from flowtok.atomic import replace_folder, write_bytes_atomic
 from flowtok.config import FlowTokConfig, load_config, save_config, to_dict
 from flowtok.device import resolve_device
 from flowtok.errors import ArgumentError, CheckpointError, ConfigError, NumericalError
@@ -46,27 +44,13 @@ def default_model_path() -> Path | None:
     return path if (path / "config.json").is_file() else None
 
 
-def _load_state(path: Path) -> dict[str, torch.Tensor]:
-    """Read a safetensors file with clear errors for missing, pickled or corrupted files."""
-    return load_safetensors(path)
-
-
 def _save_state(module: torch.nn.Module, path: Path, dtype: torch.dtype | None) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
              for k, v in module.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp)
-        open_to_umask(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    write_bytes_atomic(path, save(state))
 
 
 def load_direction(cfg: FlowTokConfig, path: Path, direction: str,
@@ -74,7 +58,7 @@ def load_direction(cfg: FlowTokConfig, path: Path, direction: str,
     """Rebuild one direction from its safetensors file; a missing, extra, misshapen or
     non-finite tensor is a CheckpointError naming it (``config_file`` is the config it was
     built from, for the message)."""
-    state = {k: v.float() if v.is_floating_point() else v for k, v in _load_state(path).items()}
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_safetensors(path).items()}
     vocab = state.get("decoder.vocab_ids") if direction == "i2t" else None
     model = TextImageFlow(cfg, direction, vocab_ids=vocab)
     check_state(model.state_dict(), state, path, config_file or path.parent.parent / "config.json")
@@ -236,10 +220,9 @@ class FlowTokPipeline:
                         model_card: str | None = None) -> Path:
         """Write the folder into a temp sibling, then swap it in (never a half-written model)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-        try:
-            open_to_umask(tmp)
+        card = model_card if model_card is not None else (
+            (path / "model_card.md").read_text() if (path / "model_card.md").is_file() else None)
+        with replace_folder(path) as tmp:
             save_config(self.config, tmp / "config.json")
             self.tokenizer.save_pretrained(tmp / "tokenizer")
             if dtype is not None:  # store the tokenizer in the same precision as the rest
@@ -249,20 +232,8 @@ class FlowTokPipeline:
                     _save_state(m, tmp / name / "model.safetensors", dtype)
                     if to_dict(m.cfg) != to_dict(self.config):  # trained with its own recipe / size
                         save_config(m.cfg, tmp / name / "config.json")
-            card = model_card if model_card is not None else (
-                (path / "model_card.md").read_text() if (path / "model_card.md").is_file() else None)
             if card is not None:
                 (tmp / "model_card.md").write_text(card)
-            old = None
-            if path.exists():
-                old = path.with_name(f".{path.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(path, old)
-            os.replace(tmp, path)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return path
 
     # ----------------------------------------------------------------------- settings
