@@ -144,13 +144,11 @@ GROUPS: dict[str, tuple[str, dict[str, str]]] = {
 
 
 def _load(spec: str):
-    """Import "module:function" from flowtok_cli, or None when the module does not exist."""
+    """Import "module:function" from flowtok_cli. A command whose module is missing or fails to
+    import is an error here, not a command that silently vanishes from the help."""
     import importlib
-    import importlib.util
 
     module, func = spec.split(":")
-    if importlib.util.find_spec(f"flowtok_cli.{module}") is None:
-        return None
     return getattr(importlib.import_module(f"flowtok_cli.{module}"), func)
 
 
@@ -180,18 +178,13 @@ def reflow(doc: str | None) -> str | None:
 def _register() -> None:
     for name, spec in COMMANDS.items():
         fn = _load(spec)
-        if fn is not None:
-            app.command(name, help=reflow(fn.__doc__))(fn)
+        app.command(name, help=reflow(fn.__doc__))(fn)
     for group, (help_text, commands) in GROUPS.items():
         sub = typer.Typer(help=help_text, no_args_is_help=True)
-        found = False
         for name, spec in commands.items():
             fn = _load(spec)
-            if fn is not None:
-                sub.command(name, help=reflow(fn.__doc__))(fn)
-                found = True
-        if found:
-            app.add_typer(sub, name=group)
+            sub.command(name, help=reflow(fn.__doc__))(fn)
+        app.add_typer(sub, name=group)
 
 
 _register()

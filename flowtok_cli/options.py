@@ -7,10 +7,12 @@ from typing import Annotated
 
 import typer
 
+from flowtok.config import preset_names
 from flowtok_cli.common import set_json_errors
 
 PresetOpt = Annotated[
-    str | None, typer.Option("--preset", "-p", help="Preset name: tiny, shapes, emoji64, B, XL, H.")
+    str | None,
+    typer.Option("--preset", "-p", help=f"Preset name: {', '.join(preset_names())} (flowtok/presets/)."),
 ]
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML file merged over the preset.")
