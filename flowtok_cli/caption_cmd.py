@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from flowtok_cli import common
-from flowtok_cli.options import DeviceOpt, JsonOpt
+from flowtok_cli.options import DeviceOpt, JsonOpt, ModelOpt, StepsOpt
 
 # the readable formats, as flowtok.data.imagefolder.IMAGE_EXTENSIONS lists them (kept in step by
 # a test: importing that module here would slow down --help)
@@ -17,8 +17,8 @@ IMAGE_FORMATS = "png, jpg, jpeg, webp, bmp, gif, tif, tiff"
 
 def caption(
     images: Annotated[list[Path], typer.Argument(help=f"Image files ({IMAGE_FORMATS}).")],
-    model: Annotated[Path | None, typer.Option("--model", "-m", help="Model folder (default: shipped model).")] = None,
-    steps: Annotated[int | None, typer.Option("--steps", help="Euler steps (default: the model's).")] = None,
+    model: ModelOpt = None,
+    steps: StepsOpt = None,
     device: DeviceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:

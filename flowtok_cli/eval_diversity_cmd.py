@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from flowtok_cli import common
-from flowtok_cli.options import DeviceOpt, InceptionWeightsOpt, JsonOpt
+from flowtok_cli.options import BatchSizeOpt, DeviceOpt, InceptionWeightsOpt, JsonOpt
 
 CAPTION_WIDTH = 40  # longer captions are shortened in the table (the JSON has them whole)
 COLUMNS = (("n_gen", "n_gen", "d"), ("n_real", "n_real", "d"), ("k", "k", "d"),
@@ -53,7 +53,7 @@ def diversity(
         "pixels, no network).")] = "inception",
     pixel_size: Annotated[int, typer.Option(
         "--pixel-size", min=1, help="Side images are resized to for the pixel metrics.")] = 64,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 50,
+    batch_size: BatchSizeOpt = 50,
     weights: InceptionWeightsOpt = None,
     device: DeviceOpt = None,
     json_out: JsonOpt = False,

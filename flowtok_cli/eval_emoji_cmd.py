@@ -8,20 +8,19 @@ from typing import Annotated
 import typer
 
 from flowtok_cli import common
-from flowtok_cli.options import DeviceOpt, JsonOpt
+from flowtok_cli.options import DeviceOpt, JsonOpt, ModelOpt, StepsOpt
 
 
 def emoji(
     data: Annotated[Path, typer.Option("--data", help="Folder made by `flowtok data emoji` "
                                        "(train/ and val/ with metadata.jsonl).")],
-    model: Annotated[Path | None, typer.Option(
-        "--model", "-m", help="Model folder (default: the shipped model).")] = None,
+    model: ModelOpt = None,
     split: Annotated[str, typer.Option(
         "--split", help="Which split's names/images to test: train or val.")] = "train",
     n: Annotated[int, typer.Option("--n", min=1, help="Names (and images) to test.")] = 200,
     what: Annotated[str, typer.Option(
         "--what", help="prompts (text -> image), captions (image -> text) or both.")] = "both",
-    steps: Annotated[int | None, typer.Option("--steps", min=1, help="Euler steps (default: the model's).")] = None,
+    steps: StepsOpt = None,
     guidance: Annotated[float | None, typer.Option(
         "--guidance", min=1.0, help="Text -> image CFG scale (default: the model's).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sample and of the images.")] = 0,

@@ -8,13 +8,13 @@ from typing import Annotated
 import typer
 
 from flowtok_cli import common
-from flowtok_cli.options import DeviceOpt, InceptionWeightsOpt, JsonOpt
+from flowtok_cli.options import BatchSizeOpt, DeviceOpt, InceptionWeightsOpt, JsonOpt
 
 
 def fid(
     real: Annotated[Path, typer.Argument(help="Reference images: a folder, or an .npz of mu/sigma.")],
     fake: Annotated[Path, typer.Argument(help="Generated images: a folder, or an .npz of mu/sigma.")],
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 50,
+    batch_size: BatchSizeOpt = 50,
     cache_stats: Annotated[Path | None, typer.Option(
         "--cache-stats", help="Reuse REAL's statistics from this .npz, or write them there "
         "(checked against REAL's file names and sizes).")] = None,

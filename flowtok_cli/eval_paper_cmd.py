@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from flowtok_cli import common
-from flowtok_cli.options import DeviceOpt, JsonOpt, SeedOpt
+from flowtok_cli.options import BatchSizeOpt, DeviceOpt, GuidanceOpt, JsonOpt, ModelOpt, SeedOpt
 
 CAPTION_SUFFIXES = (".json", ".jsonl", ".tsv")
 
@@ -98,18 +98,13 @@ def _run(protocol: Protocol, prompts_file: Path, real: Path, model: Path | None,
     ])
 
 
-ModelOpt = Annotated[Path | None, typer.Option(
-    "--model", "-m", help="Model folder (default: the model shipped with flowtok).")]
 PromptsOpt = Annotated[Path, typer.Option(
     "--prompts", help="Prompts: a text file (one per line) or a caption file "
     "(.json/.jsonl/.tsv: first caption per image).")]
 RealOpt = Annotated[Path, typer.Option(
     "--real", help="Real images: a folder, or an .npz of FID statistics.")]
-GuidanceOpt = Annotated[float | None, typer.Option(
-    "--guidance", help="CFG scale (default: the model's).")]
 StepsOpt = Annotated[int, typer.Option("--steps", min=1, help="Euler steps.")]
 NOpt = Annotated[int, typer.Option("--n", help="Number of prompts / generated images.")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1)]
 CacheOpt = Annotated[Path | None, typer.Option(
     "--cache-stats", help="Reuse or write the real set's statistics (.npz).")]
 SaveOpt = Annotated[Path | None, typer.Option(
@@ -120,7 +115,7 @@ WeightsOpt = Annotated[Path | None, typer.Option(
 
 def coco(prompts: PromptsOpt, real: RealOpt, model: ModelOpt = None,
          guidance: GuidanceOpt = None, steps: StepsOpt = COCO.steps, n: NOpt = COCO.n_images,
-         seed: SeedOpt = 0, batch_size: BatchOpt = 64, cache_stats: CacheOpt = None,
+         seed: SeedOpt = 0, batch_size: BatchSizeOpt = 64, cache_stats: CacheOpt = None,
          save_images: SaveOpt = None, weights: WeightsOpt = None, device: DeviceOpt = None,
          json_out: JsonOpt = False) -> None:
     """COCO FID-30K as in the paper: 30K val2014 captions, 20 steps, 256 px, FID vs val2014.
@@ -139,7 +134,7 @@ def coco(prompts: PromptsOpt, real: RealOpt, model: ModelOpt = None,
 
 def mjhq(prompts: PromptsOpt, real: RealOpt, model: ModelOpt = None,
          guidance: GuidanceOpt = None, steps: StepsOpt = MJHQ.steps, n: NOpt = MJHQ.n_images,
-         seed: SeedOpt = 0, batch_size: BatchOpt = 64, cache_stats: CacheOpt = None,
+         seed: SeedOpt = 0, batch_size: BatchSizeOpt = 64, cache_stats: CacheOpt = None,
          save_images: SaveOpt = None, weights: WeightsOpt = None, device: DeviceOpt = None,
          json_out: JsonOpt = False) -> None:
     """MJHQ-30K as in the paper: the 30K MJHQ prompts, 20 steps, 256 px, FID vs MJHQ images.

@@ -34,3 +34,12 @@ InceptionWeightsOpt = Annotated[
     typer.Option("--weights", help="Converted Inception weights (default: $FLOWTOK_FID_INCEPTION or "
                  "~/.cache/flowtok/fid_inception_v3.safetensors)."),
 ]
+
+# model, sampling and batching options used by several commands (one definition each)
+ModelOpt = Annotated[Path | None, typer.Option(
+    "--model", "-m", help="Model folder (default: the model shipped with flowtok).")]
+StepsOpt = Annotated[int | None, typer.Option(
+    "--steps", min=1, help="Euler steps (default: the model's).")]
+GuidanceOpt = Annotated[float | None, typer.Option(
+    "--guidance", help="CFG scale; 1 = no guidance (default: the model's).")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")]
