@@ -95,14 +95,21 @@ def check_state(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor
                               "model")
 
 
+def nonfinite_weight(module: torch.nn.Module) -> tuple[str, str] | None:
+    """(name, "NaN" or "Inf") of the first weight holding a non-finite value, else None."""
+    for name, t in module.state_dict().items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return name, "NaN" if bool(torch.isnan(t).any()) else "Inf"
+    return None
+
+
 def check_finite_weights(module: torch.nn.Module, path: Path) -> None:
     """NaN or Inf weights draw black images and empty captions; refuse them at load, naming
     the tensor."""
-    for name, t in module.state_dict().items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            kind = "NaN" if bool(torch.isnan(t).any()) else "Inf"
-            raise CheckpointError(f"{path}: tensor {name} contains {kind}; the weights are damaged "
-                                  "(a diverged training run?); re-export or retrain the model")
+    bad = nonfinite_weight(module)
+    if bad is not None:
+        raise CheckpointError(f"{path}: tensor {bad[0]} contains {bad[1]}; the weights are damaged "
+                              "(a diverged training run?); re-export or retrain the model")
 
 
 def _shared_parts(cfg: FlowTokConfig) -> tuple:
@@ -398,10 +405,10 @@ def _check_finite(t: torch.Tensor, stage: str, module: torch.nn.Module, part: st
     weight of ``module`` (the model folder's ``part``/), else the settings, else overflow."""
     if bool(torch.isfinite(t).all()):
         return
-    for name, w in module.state_dict().items():
-        if w.is_floating_point() and not bool(torch.isfinite(w).all()):
-            raise NumericalError(f"{stage} produced NaN/Inf because the {part} weights do "
-                                 f"(tensor {name}); reload or retrain the model")
+    bad = nonfinite_weight(module)
+    if bad is not None:
+        raise NumericalError(f"{stage} produced NaN/Inf because the {part} weights do "
+                             f"(tensor {bad[0]}); reload or retrain the model")
     hint = f" with {settings}" if settings else ""
     raise NumericalError(f"{stage} produced NaN/Inf{hint}; the weights are finite, so lower the "
                          "guidance, temperature or number of steps")

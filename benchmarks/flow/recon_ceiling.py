@@ -29,7 +29,7 @@ from PIL import Image
 
 from flowtok.data.shapes import partial_prompts
 from flowtok.eval.diversity import diversity_between, normalize_caption
-from flowtok.eval.recon import to_uint8
+from flowtok.eval.recon import reconstruct
 from flowtok.tokenizer.model import Tokenizer
 
 METRICS = ("diversity_ratio", "feature_diversity_ratio", "precision", "recall", "fid")
@@ -60,14 +60,6 @@ def subset(folder: Path, captions: set[str], out: Path) -> Path:
                 link.symlink_to((folder / row["file_name"]).resolve())
             lines.append(line)
     (out / "metadata.jsonl").write_text("\n".join(lines) + "\n")
-    return out
-
-
-@torch.no_grad()
-def reconstruct(tok: Tokenizer, images: np.ndarray, batch_size: int = 128) -> list[np.ndarray]:
-    out = []
-    for i in range(0, len(images), batch_size):
-        out.extend(to_uint8(tok.decode(tok.encode(torch.from_numpy(images[i:i + batch_size])).mean)))
     return out
 
 
@@ -106,7 +98,7 @@ def main() -> None:
     tok = Tokenizer.from_pretrained(a.tokenizer, device=torch.device("cpu")).eval()
     rows = {"fresh": write_folder(out / "fresh_set", images, prompts)}
     if not a.skip_recon:
-        rows["recon"] = write_folder(out / "recon_set", np.stack(reconstruct(tok, images)), prompts)
+        rows["recon"] = write_folder(out / "recon_set", reconstruct(tok, images), prompts)
     rng = np.random.default_rng(0)
     for db in a.noise_psnr:
         sd = 255.0 / 10 ** (db / 20)  # PSNR = 20 log10(255 / rms error)

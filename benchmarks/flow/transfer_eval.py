@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from diversity_eval import write_folder  # this folder's script: same metadata.jsonl layout
 from PIL import Image
 
 from flowtok.eval.diversity import diversity_between
@@ -79,12 +80,7 @@ def main() -> None:
     per_caption = {c: float((pred[truth == i] == i).mean()) for i, c in enumerate(captions)}
 
     out = Path(a.out or Path("runs") / "transfer" / Path(a.model).parent.name)
-    out.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for i, (im, p) in enumerate(zip(images, prompts)):
-        im.save(out / f"{i:05d}.png")
-        lines.append(json.dumps({"file_name": f"{i:05d}.png", "text": p}))
-    (out / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    write_folder(out, np.stack([np.asarray(im.convert("RGB")) for im in images]), prompts)
     row = {"model": a.model, "temperature": pipe.config.flow.temperature,
            "knn_accuracy_generated": float((pred == truth).mean()),
            "knn_accuracy_real_val": real_acc, "per_caption_accuracy": per_caption}
