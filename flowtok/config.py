@@ -121,6 +121,14 @@ class FlowConfig:
     # element every (token, channel) has unit variance. On emoji64 per element learned every
     # token more slowly (700-step runs, benchmarks/RESULTS.md), so the presets keep "channel"
     latent_stats: str = "channel"
+    # a discrete input besides the text (text -> image): the value of one metadata.jsonl field
+    # per image, e.g. which artist drew it. Where the data hold several different pictures of one
+    # caption for a known reason, conditioning on that reason and drawing it at random when a
+    # prompt does not name one gives each picture whole, instead of a blend of them
+    # (benchmarks/RESULTS.md, "styles"). Empty: no such input. ``styles`` (the values, in the
+    # embedding's order) is filled from the data when left empty.
+    style_key: str = ""
+    styles: tuple[str, ...] = ()
 
 
 @dataclass

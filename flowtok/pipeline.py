@@ -274,33 +274,59 @@ class FlowTokPipeline:
         return t
 
     # ----------------------------------------------------------------------- text -> image
+    @property
+    def styles(self) -> list[str]:
+        """The text -> image model's styles (``flow.styles``; empty for most models)."""
+        return list(self.t2i.cfg.flow.styles) if self.t2i is not None else []
+
+    def style_indices(self, seeds: list[int], style: str | None = None) -> torch.Tensor | None:
+        """One style index per image for a model with styles (None without): the named
+        ``style``, or seed mod the number of styles, so consecutive seeds (the images of one
+        prompt) take the styles in turn and an image still depends only on (prompt, seed)."""
+        names = self.styles
+        if not names:
+            if style is not None:
+                raise ArgumentError(f"style {style!r}: this model has no styles; leave --style out")
+            return None
+        if style is not None and style not in names:
+            raise ArgumentError(f"unknown style {style!r}; this model has {', '.join(names)}")
+        if style is not None:
+            return torch.full((len(seeds),), names.index(style), dtype=torch.long)
+        return torch.tensor([s % len(names) for s in seeds], dtype=torch.long)
+
     @torch.no_grad()
     def generate_latents(self, feats: torch.Tensor, seeds: list[int], steps: int,
-                         guidance: float) -> torch.Tensor:
+                         guidance: float, style: str | None = None) -> torch.Tensor:
         """Text features (B, K, D) + one seed per image -> image latents (B, K, C). Image i
-        depends only on (prompt i, seed i), never on the batch it was generated in."""
+        depends only on (prompt i, seed i[, style]), never on the batch it was generated in."""
         if self.t2i is None:
             raise CheckpointError("this model folder has no text-to-image component (t2i/)")
         temperature = self._check_temperature()
         K, C = self.config.K, self.config.C
+        styles = self.style_indices(seeds, style)
         noise = torch.stack([torch.randn(K, C, generator=torch.Generator().manual_seed(s)) for s in seeds])
         lat = self._text_to_latent(feats.to(self.device), noise.to(self.device), steps, guidance,
-                                   temperature)
+                                   temperature, None if styles is None else styles.to(self.device))
         _check_finite(lat, "the text-to-image flow", self.t2i, "t2i",
                       f"guidance {guidance}, temperature {temperature}")
         return lat
 
-    def _text_to_latent(self, feats, noise, steps: int, guidance: float, temperature: float):
+    def _text_to_latent(self, feats, noise, steps: int, guidance: float, temperature: float,
+                        styles: torch.Tensor | None = None):
         """t2i.text_to_latent, replayed from a CUDA graph per batch shape where ``cuda_graph``
         says so (the model's identity is part of the key: a swapped t2i is captured anew)."""
         from flowtok.cuda_graphs import GraphedSampler, graph_mode
 
         if not graph_mode(self.cuda_graph, self.device):
-            return self.t2i.text_to_latent(feats, noise, steps, guidance, temperature=temperature)
+            return self.t2i.text_to_latent(feats, noise, steps, guidance, temperature=temperature,
+                                           styles=styles)
         if getattr(self, "_graphed", None) is None:
             self._graphed = GraphedSampler(
-                lambda f, n, s, g, t, model_id: self.t2i.text_to_latent(f, n, s, g, temperature=t))
-        return self._graphed(feats, noise, steps, guidance, temperature, id(self.t2i))
+                lambda f, n, s, g, t, model_id, st=None: self.t2i.text_to_latent(
+                    f, n, s, g, temperature=t, styles=st))
+        if styles is None:
+            return self._graphed(feats, noise, steps, guidance, temperature, id(self.t2i))
+        return self._graphed(feats, noise, steps, guidance, temperature, id(self.t2i), styles)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, feats: torch.Tensor | None = None) -> np.ndarray:
@@ -312,8 +338,8 @@ class FlowTokPipeline:
         return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
     def iter_images(self, items: list[tuple[str, int]], num_inference_steps: int | None = None,
-                    guidance_scale: float | None = None, batch_size: int = 64
-                    ) -> Iterator[tuple[int, object]]:
+                    guidance_scale: float | None = None, batch_size: int = 64,
+                    style: str | None = None) -> Iterator[tuple[int, object]]:
         """(prompt, seed) pairs -> (index into ``items``, PIL image), one batch at a time, so a
         caller can save each image as soon as it exists."""
         from PIL import Image
@@ -325,18 +351,21 @@ class FlowTokPipeline:
         _check_batch_size(batch_size)
         for _, s in items:
             _check_seed(s)
+        self.style_indices([], style)  # an unknown style fails before any work
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]
             ps, ss = [c[0] for c in chunk], [c[1] for c in chunk]
             feats = self.text_encoder.encode(ps).to(self.device)  # (B, K, D), encoded once
-            lat = self.generate_latents(feats, ss, steps, guidance)
+            lat = self.generate_latents(feats, ss, steps, guidance, style)
             for i, a in enumerate(self.decode(lat, feats)):
                 yield start + i, Image.fromarray(a)
 
     def __call__(self, prompt: str | list[str], num_inference_steps: int | None = None,
                  guidance_scale: float | None = None, seed: int = 0, num_images_per_prompt: int = 1,
-                 batch_size: int = 64, progress=None) -> list:
-        """Prompt(s) -> PIL images. Image j of prompt i uses seed ``seed + i * n + j``."""
+                 batch_size: int = 64, progress=None, style: str | None = None) -> list:
+        """Prompt(s) -> PIL images. Image j of prompt i uses seed ``seed + i * n + j``.
+        ``style``: one of ``self.styles`` for every image (models with styles; by default
+        image j of a prompt takes style (seed + i * n + j) mod the number of styles)."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         self._check_prompts(prompts)
         n = num_images_per_prompt
@@ -345,7 +374,8 @@ class FlowTokPipeline:
         _check_seed(seed, len(prompts) * n)
         todo = [(p, seed + i * n + j) for i, p in enumerate(prompts) for j in range(n)]
         images = []
-        for _, img in self.iter_images(todo, num_inference_steps, guidance_scale, batch_size):
+        for _, img in self.iter_images(todo, num_inference_steps, guidance_scale, batch_size,
+                                       style):
             images.append(img)
             if progress is not None:
                 progress(1)

@@ -92,6 +92,14 @@ def flow(
         train = latents_from_folder(tok, data)
         first_caption = train.captions[0]
     val_set = latents_from_folder(tok, val, limit=1000) if val is not None else None
+    if cfg.flow.style_key:  # a style per image (flowtok.data.styles)
+        if has_shards(data):
+            raise common.usage_error("flow.style_key needs an image folder as --data, not shards")
+        from flowtok.data.styles import attach_styles
+
+        for folder, latents in ((data, train), (val, val_set)):
+            if latents is not None:
+                attach_styles(cfg.flow, folder, latents)
     prompts = None
     if task == "t2i" and eval_prompts > 0:
         from flowtok.eval.shapes_eval import parse_caption

@@ -26,14 +26,16 @@ HELDOUT_ONLY = {
     "located", "showing", "next", "with", "its", ":", "-",
 }
 HELDOUT_FRAME_NGRAMS = {("picture", "of"), ("image", "showing"), ("next", "to"), ("to", "its")}
-TRAIN_STARTERS = {"a", "an", "one", "the", "there", "in", "at", "on"}  # first words of training wordings
+TRAIN_STARTERS = {"a", "an", "one", "the", "there", "in", "at", "on", "here", "i", "draw", "both",
+                  "left"}  # first words of training wordings
 
 # ---------------------------------------------------------------- an independent reading
-SIZE_WORDS = {"small": "small", "little": "small", "tiny": "small",
-              "large": "large", "huge": "large", "big": "large"}
+SIZE_WORDS = {"small": "small", "little": "small", "mini": "small", "miniature": "small",
+              "tiny": "small", "large": "large", "huge": "large", "giant": "large",
+              "enormous": "large", "massive": "large", "big": "large"}
 ROW_WORDS = {"top": "top", "upper": "top", "bottom": "bottom", "lower": "bottom"}
 COL_WORDS = {"left": "left", "right": "right"}
-MIDDLE_WORDS = {"center", "centre", "middle"}
+MIDDLE_WORDS = {"center", "centre", "middle", "central"}
 _OBJ = rf"(?:an? )?(?:{'|'.join(PALETTE)}) (?:{'|'.join(SHAPES)})"
 # Two-object wordings, each with the meaning the test author reads in it: which mention is left.
 TWO_OBJECT_READINGS = [
@@ -55,6 +57,11 @@ TWO_OBJECT_READINGS = [
     (rf"one (?P<L>{_OBJ}) on the left and one (?P<R>{_OBJ}) on the right", "LR"),
     (rf"the (?P<L>{_OBJ}) is on the left, the (?P<R>{_OBJ}) on the right", "LR"),
     (rf"(?P<L>{_OBJ}) to the left, (?P<R>{_OBJ}) to the right", "LR"),
+    (rf"(?P<L>{_OBJ}) followed by (?P<R>{_OBJ}) on the right", "LR"),
+    (rf"both (?P<L>{_OBJ}) on the left and (?P<R>{_OBJ}) on the right", "LR"),
+    (rf"left is (?P<L>{_OBJ}) and right is (?P<R>{_OBJ})", "LR"),
+    (rf"(?P<L>{_OBJ}) sits left, (?P<R>{_OBJ}) sits right", "LR"),
+    (rf"(?:a drawing of|i see) (?P<L>{_OBJ}) on the left and (?P<R>{_OBJ}) on the right", "LR"),
 ]
 # The partial grammar the canonical captions of heldout_prompts must be in.
 PARTIAL_CAPTION = re.compile(

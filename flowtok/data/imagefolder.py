@@ -56,24 +56,31 @@ class LoadedImages:
 def read_captions(folder: Path) -> dict[str, str]:
     """Captions keyed by relative file name from every metadata.jsonl under ``folder``
     (Hugging Face image-folder convention: {"file_name": ..., "text": ...} per line)."""
-    captions: dict[str, str] = {}
-    for meta in sorted(folder.rglob(METADATA_FILE)):
+    return read_metadata_field(folder, ("text", "caption"))
+
+
+def read_metadata_field(folder: Path, keys: tuple[str, ...]) -> dict[str, str]:
+    """The first of ``keys`` present in each metadata.jsonl row under ``folder``, keyed by the
+    row's relative file name; rows holding none of them are left out."""
+    values: dict[str, str] = {}
+    for meta in sorted(Path(folder).rglob(METADATA_FILE)):
         prefix = meta.parent.relative_to(folder).as_posix()
         for i, line in enumerate(_read_utf8(meta).splitlines(), start=1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-                name, text = row["file_name"], row.get("text", row.get("caption"))
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                name = row["file_name"]
+                value = next((row[k] for k in keys if row.get(k) is not None), None)
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
                 raise DataError(
-                    f"{meta}:{i}: expected a JSON object with file_name and text "
+                    f"{meta}:{i}: expected a JSON object with file_name and {keys[0]} "
                     f"({e.__class__.__name__})"
                 ) from e
             key = name if prefix == "." else f"{prefix}/{name}"
-            if text is not None:
-                captions[key] = str(text)
-    return captions
+            if value is not None:
+                values[key] = str(value)
+    return values
 
 
 def _read_utf8(path: Path) -> str:

@@ -20,6 +20,7 @@ class LatentSet:
     logvar: torch.Tensor
     captions: list[str]
     names: list[str]
+    styles: torch.Tensor | None = None  # (n,) style indices (flow.style_key), if the flow has styles
 
 
 @torch.no_grad()

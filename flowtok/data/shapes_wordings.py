@@ -10,16 +10,19 @@ sides: they are the judge's vocabulary, not something to paraphrase.
 The split puts on the held-out side the words a real user most likely types that the model then
 never saw in training (train | held-out):
 
-- size small / large: small, little / large, huge | tiny / big
-- corners: top left, upper left, bottom right, lower right ... | top-left corner, upper left
-  corner, top-left (hyphenated) ...
-- edges: top, top middle, left, middle left ... | top edge, upper edge, upper part, left side,
-  left edge, left-hand side ...
-- center: center, middle | centre, very center
+- size small / large: small, little, mini, miniature / large, huge, giant, enormous, massive |
+  tiny / big
+- corners: top left, upper left, bottom right, lower right, top left area, upper left region
+  ... | top-left corner, upper left corner, top-left (hyphenated) ...
+- edges: top, top middle, top area, upper region, left, middle left, left area ... | top edge,
+  upper edge, upper part, left side, left edge, left-hand side ...
+- center: center, middle, central area, middle region | centre, very center
 - prepositions: in / at the ..., on the left / right | in, at; along (edges); on (sides)
 - one-object frames: "a {np} [where]", "{where}, a {np}", "there is a ...", "an image of a ...",
   "one {np} ...", "a {color} {shape}, {size}[, where]", "a {np}, {where}", "a photo of a ...",
-  "the {np} [where]", "a {np} placed {where}", "{where} there is a {np}" | "{place}: a {np}",
+  "the {np} [where]", "a {np} placed {where}", "{where} there is a {np}", "a drawing of a ...",
+  "here is a ...", "i see a ...", "draw a ...", "a {np} can be seen {where}", "a {np} drawn
+  {where}", "{where} is a {np}", "a {np} sits {where}" | "{place}: a {np}",
   "{np} [where]" (no article), "{color} {shape}, {size}[, where]" (no article), "a picture of a
   ...", "a {np} located {where}", "an image showing a ..."
 - two-object frames (L left, R right): "a L on the left and a R on the right" (either order),
@@ -27,7 +30,9 @@ never saw in training (train | held-out):
   the left a L, on the right a R", "a L on the left, a R on the right" and the same two with
   the right first, "a L left of a R", "a R right of a L", "a L at left and a R at right", "one L
   on the left and one R on the right", "the L is on the left, the R on the right", "a L to the
-  left, a R to the right" | "left: L, right: R",
+  left, a R to the right", "a L followed by a R on the right", "both a L on the left and a R on
+  the right", "left is a L and right is a R", "a L sits left, a R sits right", "a drawing of /
+  i see a L on the left and a R on the right" | "left: L, right: R",
   "L on the left side, R on the right side", "a L next to a R on its right", "a R with a L to
   its left", "L left, R right"
 
@@ -114,15 +119,15 @@ def _heldout_prepositions(noun: str) -> tuple[str, ...]:
 
 
 TRAIN_PLACES: dict[str, tuple[str, ...]] = {
-    "top left": ("top left", "upper left"),
-    "top": ("top", "top middle"),
-    "top right": ("top right", "upper right"),
-    "left": ("left", "middle left"),
-    "center": ("center", "middle"),
-    "right": ("right", "middle right"),
-    "bottom left": ("bottom left", "lower left"),
-    "bottom": ("bottom", "bottom middle"),
-    "bottom right": ("bottom right", "lower right"),
+    "top left": ("top left", "upper left", "top left area", "upper left region"),
+    "top": ("top", "top middle", "top area", "upper region"),
+    "top right": ("top right", "upper right", "top right area", "upper right region"),
+    "left": ("left", "middle left", "left area", "left region"),
+    "center": ("center", "middle", "central area", "middle region"),
+    "right": ("right", "middle right", "right area", "right region"),
+    "bottom left": ("bottom left", "lower left", "bottom left area", "lower left region"),
+    "bottom": ("bottom", "bottom middle", "bottom area", "lower region"),
+    "bottom right": ("bottom right", "lower right", "bottom right area", "lower right region"),
 }
 HELDOUT_PLACES: dict[str, tuple[str, ...]] = {
     "top left": ("top-left corner", "upper left corner", "top-left"),
@@ -138,7 +143,8 @@ HELDOUT_PLACES: dict[str, tuple[str, ...]] = {
 
 TRAIN_STYLE = WordingStyle(
     name="train",
-    sizes={"small": ("small", "little"), "large": ("large", "huge")},
+    sizes={"small": ("small", "little", "mini", "miniature"),
+           "large": ("large", "huge", "giant", "enormous", "massive")},
     places=TRAIN_PLACES,
     wheres=_wheres(TRAIN_PLACES, _train_prepositions),
     frames=(
@@ -153,6 +159,14 @@ TRAIN_STYLE = WordingStyle(
         "the {np}[ {where}]",
         "a {np} placed {where}",
         "{where} there is a {np}",
+        "a drawing of a {np}[ {where}]",
+        "here is a {np}[ {where}]",
+        "i see a {np}[ {where}]",
+        "draw a {np}[ {where}]",
+        "a {np} can be seen {where}",
+        "a {np} drawn {where}",
+        "{where} is a {np}",
+        "a {np} sits {where}",
     ),
     pair_frames=(
         "a {l} on the left and a {r} on the right",
@@ -170,6 +184,12 @@ TRAIN_STYLE = WordingStyle(
         "one {l} on the left and one {r} on the right",
         "the {l} is on the left, the {r} on the right",
         "a {l} to the left, a {r} to the right",
+        "a {l} followed by a {r} on the right",
+        "both a {l} on the left and a {r} on the right",
+        "left is a {l} and right is a {r}",
+        "a {l} sits left, a {r} sits right",
+        "a drawing of a {l} on the left and a {r} on the right",
+        "i see a {l} on the left and a {r} on the right",
     ),
 )
 HELDOUT_STYLE = WordingStyle(

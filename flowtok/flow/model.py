@@ -31,6 +31,8 @@ class TextImageFlow(nn.Module):
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         if cfg.text.align_target not in ("text", "image"):
             raise ConfigError(f"text.align_target must be text or image, got {cfg.text.align_target!r}")
+        if direction == "i2t" and cfg.flow.styles:
+            raise ConfigError("flow.styles is for text -> image; an image -> text model has none")
         self.cfg, self.direction = cfg, direction
         K, C = cfg.K, cfg.C
         self.projector = TextProjector(cfg.text, K, C)
@@ -66,11 +68,11 @@ class TextImageFlow(nn.Module):
     def loss(self, feats: torch.Tensor, z_img: torch.Tensor, ids: torch.Tensor | None = None,
              generator: torch.Generator | None = None,
              source_bins: tuple[torch.Tensor, torch.Tensor] | None = None,
-             ) -> tuple[torch.Tensor, dict[str, float]]:
+             styles: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """feats (B, K, D) text features, z_img (B, K, C) image latents (a posterior sample),
         ids (B, K) caption token ids (i2t only), source_bins (lo, hi) (B,) quantile bins of the
-        source noise's first coordinate (``train_flow.stratified_source``). Returns (total loss,
-        logged parts)."""
+        source noise's first coordinate (``train_flow.stratified_source``), styles (B,) each
+        image's style index (models with ``flow.styles``). Returns (total loss, logged parts)."""
         tc, fc = self.cfg.text, self.cfg.flow
         B, dev = feats.shape[0], feats.device
         mean, logvar = self.projector(feats)
@@ -86,7 +88,9 @@ class TextImageFlow(nn.Module):
             x0, x1 = z_text, x_img[perm]
         else:
             x0, x1 = x_img, z_text[perm]
-        lf = flow_loss(self.flow, x0, x1, t, indicator, fc.sigma_min)
+        # a style belongs to its image: a null sample's target is another image, so is its style
+        lf = flow_loss(self.velocity(None if styles is None else styles[perm]), x0, x1, t,
+                       indicator, fc.sigma_min)
         kl = gaussian_kl(mean, logvar)
         total = lf + tc.kl_weight * kl
         logs = {"flow": lf.item(), "kl": kl.item()}
@@ -111,6 +115,28 @@ class TextImageFlow(nn.Module):
         logs["loss"] = total.item()
         return total, logs
 
+    # ----------------------------------------------------------------------- styles
+    @property
+    def num_styles(self) -> int:
+        return len(self.cfg.flow.styles)
+
+    def velocity(self, styles: torch.Tensor | None):
+        """The flow as a function of (x, t, indicator), with each sample's style bound; a batch
+        twice as long (conditional and null passes side by side) repeats the styles."""
+        if self.flow.style is None:
+            if styles is not None:
+                raise ValueError("this flow model has no styles (flow.styles is empty)")
+            return self.flow
+        if styles is None:
+            raise ValueError(f"this flow model has styles {list(self.cfg.flow.styles)}: pass one "
+                             "index per sample")
+
+        def v(x: torch.Tensor, t: torch.Tensor, indicator: torch.Tensor) -> torch.Tensor:
+            s = styles.to(x.device)
+            return self.flow(x, t, indicator, s.repeat(len(x) // len(s)))
+
+        return v
+
     # ----------------------------------------------------------------------- inference
     def text_latent(self, feats: torch.Tensor, noise: torch.Tensor | None,
                     temperature: float | None = None) -> torch.Tensor:
@@ -129,11 +155,15 @@ class TextImageFlow(nn.Module):
 
     @torch.no_grad()
     def text_to_latent(self, feats: torch.Tensor, noise: torch.Tensor | None, steps: int,
-                       guidance: float, progress=None, temperature: float | None = None
-                       ) -> torch.Tensor:
-        """Text features (B, K, D) -> image latent (B, K, C) for the tokenizer's decoder."""
-        x1 = euler_sample(self.flow, self.text_latent(feats, noise, temperature), steps, guidance,
-                          progress)
+                       guidance: float, progress=None, temperature: float | None = None,
+                       styles: torch.Tensor | None = None) -> torch.Tensor:
+        """Text features (B, K, D) -> image latent (B, K, C) for the tokenizer's decoder.
+        ``styles`` (B,): style indices (models with styles; None: sample i takes style i mod
+        the number of styles)."""
+        if self.num_styles and styles is None:
+            styles = torch.arange(len(feats), device=feats.device) % self.num_styles
+        x1 = euler_sample(self.velocity(styles), self.text_latent(feats, noise, temperature),
+                          steps, guidance, progress)
         return self.denormalize(x1)
 
     @torch.no_grad()

@@ -1,9 +1,11 @@
 """Flow transformer: DiT blocks with adaLN-Zero over K latent tokens, predicting a velocity.
 
 No cross-attention and no text input: the text is already the starting point x0 of the flow. The
-only conditioning is c = t_emb + indicator_emb (the CFG indicator: 0 = conditional, 1 = null).
-Because c depends only on t and the indicator, the shift/scale/gate of *every* block is computed
-in one batched GEMM (``adaln``) instead of one small GEMM per block.
+only conditioning is c = t_emb + indicator_emb (the CFG indicator: 0 = conditional, 1 = null),
+plus a style embedding where the model has styles (``flow.styles``; zero at init, so a model
+given styles starts as the model without). Because c holds no token-level input, the
+shift/scale/gate of *every* block is computed in one batched GEMM (``adaln``) instead of one
+small GEMM per block.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class DiTBlock(nn.Module):
 
 
 class FlowTransformer(nn.Module):
-    """(x_t (B, K, C), t (B,), indicator (B,)) -> velocity (B, K, C)."""
+    """(x_t (B, K, C), t (B,), indicator (B,)[, style (B,)]) -> velocity (B, K, C)."""
 
     def __init__(self, cfg: FlowConfig, length: int, channels: int):
         super().__init__()
@@ -51,6 +53,7 @@ class FlowTransformer(nn.Module):
         self.register_buffer("pos", sincos_1d(length, w)[None], persistent=False)  # (1, K, W)
         self.t_embed = nn.Sequential(nn.Linear(FREQ_DIM, w), nn.SiLU(), nn.Linear(w, w))
         self.indicator = nn.Embedding(2, w)
+        self.style = nn.Embedding(len(cfg.styles), w) if cfg.styles else None
         self.blocks = nn.ModuleList(DiTBlock(w, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         # every block's 6 modulation vectors + the final layer's 2, in one GEMM
         self.adaln = nn.Sequential(nn.SiLU(), nn.Linear(w, (6 * cfg.depth + 2) * w))
@@ -68,18 +71,27 @@ class FlowTransformer(nn.Module):
         nn.init.normal_(self.t_embed[0].weight, std=0.02)
         nn.init.normal_(self.t_embed[2].weight, std=0.02)
         nn.init.normal_(self.indicator.weight, std=0.02)
+        if self.style is not None:
+            nn.init.zeros_(self.style.weight)
         nn.init.zeros_(self.adaln[1].weight)
         nn.init.zeros_(self.adaln[1].bias)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def modulation(self, t: torch.Tensor, indicator: torch.Tensor) -> torch.Tensor:
-        """(B,), (B,) -> (B, 6*depth + 2, W): all adaLN shift/scale/gate vectors for one step."""
+    def modulation(self, t: torch.Tensor, indicator: torch.Tensor,
+                   style: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,), (B,)[, (B,)] -> (B, 6*depth + 2, W): all adaLN shift/scale/gate vectors for
+        one step."""
         c = self.t_embed(timestep_embedding(t, FREQ_DIM)) + self.indicator(indicator.long())
+        if self.style is not None:
+            if style is None:
+                raise ValueError("this flow model has styles: pass a style index per sample")
+            c = c + self.style(style.long())
         return self.adaln(c).view(len(c), 6 * self.depth + 2, self.width)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, indicator: torch.Tensor) -> torch.Tensor:
-        mod = self.modulation(t, indicator)  # (B, 6 * depth + 2, W)
+    def forward(self, x: torch.Tensor, t: torch.Tensor, indicator: torch.Tensor,
+                style: torch.Tensor | None = None) -> torch.Tensor:
+        mod = self.modulation(t, indicator, style)  # (B, 6 * depth + 2, W)
         x = self.x_embed(x) + self.pos  # (B, K, W)
         h = flowtok_kernels.layernorm_modulate(x, mod[:, 0], mod[:, 1])
         for i, blk in enumerate(self.blocks):

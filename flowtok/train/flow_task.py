@@ -130,14 +130,13 @@ class FlowTask:
             torch.manual_seed(self.tcfg.seed)
             self.model = TextImageFlow(cfg, direction, vocab_ids=vocab)
         self.model.set_latent_stats(train.mean)
-        if init is not None:
-            from flowtok.errors import CheckpointError
+        if self.model.num_styles and (train.styles is None or (val is not None and val.styles is None)):
+            from flowtok.errors import ConfigError
 
-            try:
-                self.model.load_state_dict(init.state_dict(), strict=True)
-            except RuntimeError as e:
-                first = str(e).strip().splitlines()[0]
-                raise CheckpointError(f"--init model does not match this config/data ({first})")
+            raise ConfigError("flow.styles is set but the data carry no style per image: set "
+                              "flow.style_key to their metadata.jsonl field")
+        if init is not None:
+            self.load_init(init)
         self.endpoints = None
         if self.tcfg.decoder_only:
             from flowtok.errors import ConfigError
@@ -148,6 +147,22 @@ class FlowTask:
             self.model.projector.requires_grad_(False)
             self.model.flow.requires_grad_(False)
             self.endpoints = self.flow_endpoints(self.model, self.train.mean)
+
+    def load_init(self, init: TextImageFlow) -> None:
+        """Start from ``init``'s weights; a model without styles may start one with styles (the
+        new style embedding stays zero: at first every style draws what ``init`` drew)."""
+        from flowtok.errors import CheckpointError
+
+        state = init.state_dict()
+        try:
+            missing, unexpected = self.model.load_state_dict(state, strict=False)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise CheckpointError(f"--init model does not match this config/data ({first})")
+        allowed = {"flow.style.weight"} if init.flow.style is None else set()
+        if set(missing) - allowed or unexpected:
+            raise CheckpointError("--init model does not match this config/data (missing "
+                                  f"{sorted(set(missing) - allowed)[:3]}, unexpected {unexpected[:3]})")
 
     def variants(self, caption: str) -> list[str]:
         """The caption's training wordings: every template, or the caption and its
@@ -189,6 +204,8 @@ class FlowTask:
             out["end"] = self.endpoints[idx]
         if self.source_bins is not None:
             out["bins"] = (self.source_bins[0][idx], self.source_bins[1][idx])
+        if self.train.styles is not None and self.model.num_styles:
+            out["styles"] = self.train.styles[idx]
         return out
 
     def pick_templates(self, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -208,7 +225,9 @@ class FlowTask:
         g = torch.Generator(device=self.device).manual_seed(batch["seed"])
         if "end" in batch:
             return self.endpoint_decoder_loss(feats, batch["end"], ids, g)
-        return self.model.loss(feats, batch["z"], ids, g, source_bins=batch.get("bins"))
+        styles = batch.get("styles")
+        return self.model.loss(feats, batch["z"], ids, g, source_bins=batch.get("bins"),
+                               styles=None if styles is None else styles.to(self.device))
 
     def endpoint_decoder_loss(self, feats: torch.Tensor, end: torch.Tensor, ids: torch.Tensor,
                               g: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
@@ -273,7 +292,9 @@ class FlowTask:
             n = min(len(self.val.mean), 512)
             text = self.text.lookup(self.val.captions[:n])
             z = self.val.mean[:n].to(self.device)
-            _, logs = model.loss(self.text.feats[text].float(), z, self.text.ids[text], g)
+            styles = self.val.styles[:n].to(self.device) if model.num_styles else None
+            _, logs = model.loss(self.text.feats[text].float(), z, self.text.ids[text], g,
+                                 styles=styles)
             metrics["val_flow"] = logs["flow"]
         if self.direction == "t2i" and self.eval_prompts:
             images = self.generate(model, self.eval_prompts)
