@@ -23,7 +23,7 @@ def _slug(text: str) -> str:
 
 MAX_STEPS = 1000  # Euler converges in 20-50 steps; 1000 is already far past any visible change
 # the PNG text fields that identify an image: a rerun with the same ones skips it
-IDENTITY = ("prompt", "seed", "steps", "guidance", "temperature", "model")
+IDENTITY = ("prompt", "seed", "steps", "guidance", "temperature", "model", "style")
 METADATA = "metadata.jsonl"
 
 
@@ -58,6 +58,9 @@ def generate(
     temperature: Annotated[float | None, typer.Option(
         "--temperature", "-t", help="Scale of the starting noise around the text "
         "latent (0 = one image per prompt, 1 = the trained spread; default: the model's).")] = None,
+    style: Annotated[str | None, typer.Option(
+        "--style", help="For a model with styles (the default model: google, twitter): draw "
+        "every image in this one (default: image i takes the styles in turn by its seed).")] = None,
     model: Annotated[Path | None, typer.Option("--model", "-m", help="Model folder (default: shipped model).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out"),
     grid: Annotated[bool, typer.Option("--grid", help="Also write grid.png with every image.")] = False,
@@ -84,6 +87,7 @@ def generate(
       flowtok generate "a small red circle in the top left" -n 4 --model runs/t2i/model -o out/
       flowtok generate --prompts prompts.txt --steps 20 --guidance 3 --grid -o out/
       flowtok generate "a cat" -n 4 --temperature 0.5 --grid
+      flowtok generate "a cat" -n 2 --style twitter
     """
     from flowtok.errors import ConfigError
 
@@ -125,7 +129,7 @@ def generate(
     created = common.check_out_dir(out)
     try:
         _run(prompts, n, steps, guidance, seed, temperature, model, out, grid, batch_size,
-             overwrite, dev, json_out)
+             overwrite, dev, json_out, style)
     except BaseException:
         common.remove_empty(created)  # a failed load or a refused run leaves no empty -o
         raise
@@ -133,7 +137,7 @@ def generate(
 
 def _run(prompts: list[str], n: int, steps: int | None, guidance: float | None, seed: int,
          temperature: float | None, model: Path | None, out: Path, grid: bool, batch_size: int,
-         overwrite: bool, device, json_out: bool) -> None:
+         overwrite: bool, device, json_out: bool, style: str | None = None) -> None:
     """Load the model, plan which images are missing, draw and save them one by one."""
     import signal
 
@@ -152,11 +156,19 @@ def _run(prompts: list[str], n: int, steps: int | None, guidance: float | None, 
     if n > 1 and temperature == 0:
         common.warn(f"temperature 0 draws the same image for every seed, so the {n} images of "
                     "each prompt are identical; pass --temperature 0.5 (or more) for variety")
+    from flowtok.errors import ArgumentError, ConfigError
+
+    try:
+        pipe.style_indices([], style)
+    except ArgumentError as e:
+        raise ConfigError(f"--style: {e}") from None
     records = []
     for i in range(len(prompts) * n):
         p, s = prompts[i // n], seed + i
         meta = {"prompt": p, "seed": s, "steps": steps, "guidance": guidance,
                 "temperature": temperature, "model": pipe.model_id}
+        if pipe.styles:  # the style each image is drawn in (named, or its seed's turn)
+            meta["style"] = style or pipe.styles[s % len(pipe.styles)]
         records.append({"file_name": f"{i:05d}_{_slug(p)}_s{s}.png", "text": p,
                         **{k: v for k, v in meta.items() if k != "prompt"}})
     listed = read_folder_records(out)
@@ -177,10 +189,10 @@ def _run(prompts: list[str], n: int, steps: int | None, guidance: float | None, 
     items = [(records[i]["text"], records[i]["seed"]) for i in todo]
     written = 0
     try:
-        for k, img in pipe.iter_images(items, steps, guidance, batch_size):
+        for k, img in pipe.iter_images(items, steps, guidance, batch_size, style):
             r = records[todo[k]]
             save_png(img, out / r["file_name"], {"prompt": r["text"], **{
-                f: r[f] for f in IDENTITY if f != "prompt"}})
+                f: r[f] for f in IDENTITY if f != "prompt" and f in r}})
             append_metadata(out, r)
             listed[r["file_name"]] = r
             written += 1
@@ -233,7 +245,7 @@ def png_record(path: Path) -> dict | None:
         return None
     rec: dict = {"file_name": path.name, "text": text["flowtok:prompt"]}
     for k, cast in (("seed", int), ("steps", int), ("guidance", float), ("temperature", float),
-                    ("model", str)):
+                    ("model", str), ("style", str)):
         v = text.get(f"flowtok:{k}")
         try:
             rec[k] = cast(v) if v is not None else None

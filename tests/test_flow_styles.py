@@ -153,7 +153,9 @@ def test_styles_without_a_style_per_image_are_a_config_error(styled_folder):
         _task(styled_folder, cfg)
 
 
-def test_pipeline_takes_styles_in_turn_or_as_named(tmp_path):
+@pytest.fixture(scope="module")
+def styled_model(tmp_path_factory):
+    """A tiny text -> image model folder with styles g and t and random weights."""
     from flowtok.pipeline import FlowTokPipeline
     from flowtok.tokenizer.model import Tokenizer
 
@@ -161,8 +163,17 @@ def test_pipeline_takes_styles_in_turn_or_as_named(tmp_path):
     torch.manual_seed(0)
     t2i = TextImageFlow(cfg, "t2i")
     _randomise(t2i, 4)
-    FlowTokPipeline(cfg, Tokenizer(cfg.tokenizer), t2i, None).save_pretrained(tmp_path / "m")
-    pipe = FlowTokPipeline.from_pretrained(tmp_path / "m", device="cpu")
+    path = tmp_path_factory.mktemp("styled") / "m"
+    FlowTokPipeline(cfg, Tokenizer(cfg.tokenizer), t2i, None).save_pretrained(path)
+    return path
+
+
+def test_pipeline_takes_styles_in_turn_or_as_named(styled_model):
+    from flowtok.pipeline import FlowTokPipeline
+    from flowtok.tokenizer.model import Tokenizer
+
+    cfg = _cfg(["g", "t"])
+    pipe = FlowTokPipeline.from_pretrained(styled_model, device="cpu")
     assert pipe.styles == ["g", "t"]
     assert pipe.style_indices([4, 5, 6, 7]).tolist() == [0, 1, 0, 1]
     assert pipe.style_indices([4, 5], "t").tolist() == [1, 1]
@@ -178,3 +189,28 @@ def test_pipeline_takes_styles_in_turn_or_as_named(tmp_path):
     plain = FlowTokPipeline(_cfg(), Tokenizer(cfg.tokenizer), TextImageFlow(_cfg(), "t2i"), None)
     with pytest.raises(ArgumentError, match="no styles"):
         plain("owl", style="g")
+
+
+def test_generate_cli_records_each_images_style_and_refuses_unknown_ones(styled_model, model_dir,
+                                                                         tmp_path):
+    from typer.testing import CliRunner
+
+    from flowtok_cli.app import app
+
+    runner = CliRunner()
+    base = ["generate", "owl", "--steps", "2", "-m", str(styled_model)]
+    res = runner.invoke(app, [*base, "-n", "3", "--seed", "5", "-o", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(x) for x in (tmp_path / "a" / "metadata.jsonl").read_text().splitlines()]
+    assert [r["style"] for r in rows] == ["t", "g", "t"]  # seeds 5, 6, 7 take the styles in turn
+    with Image.open(tmp_path / "a" / rows[0]["file_name"]) as im:
+        assert im.text["flowtok:style"] == "t"
+    res = runner.invoke(app, [*base, "--style", "g", "-o", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "b" / "metadata.jsonl").read_text())["style"] == "g"
+    res = runner.invoke(app, [*base, "--style", "x", "-o", str(tmp_path / "c")])
+    assert res.exit_code == 2 and "unknown style 'x'" in res.output
+    assert not (tmp_path / "c").exists()
+    res = runner.invoke(app, ["generate", "owl", "-m", str(model_dir), "--style", "g",
+                              "-o", str(tmp_path / "d")])
+    assert res.exit_code == 2 and "no styles" in res.output
