@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Annotated
 
+import click
 import typer
 from typer.core import TyperGroup
 
@@ -23,20 +24,47 @@ class _FlowTokGroup(TyperGroup):
         super().__init__(*args, **kwargs)
         _quiet_flags(self)
 
+    def parse_args(self, ctx, args):
+        ctx.meta.setdefault("flowtok.args", list(args))  # the whole command line, for invoke
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx):
         from flowtok_cli.common import echo_error, set_json_errors
 
         set_json_errors(False)  # per invocation; a subcommand's --json turns it on while parsing
         try:
             return super().invoke(ctx)
-        except Exception as e:
-            if (ctx.obj or {}).get("debug"):
-                raise
-            code, msg = _classify(e)
-            if code is None:
-                raise
-            echo_error(msg, code)
-            raise typer.Exit(code=code) from None
+        except Exception as e:  # noqa: BLE001 - sorted below: usage, known, or re-raised
+            # a bad option or value stops parsing before --json's callback runs: a script that
+            # asked for JSON still gets its error as JSON (text mode keeps click's own message)
+            if not _is_usage_error(e) or "--json" not in ctx.meta.get("flowtok.args", ()):
+                return self._report(ctx, e)
+            set_json_errors(True)
+            echo_error(e.format_message(), e.exit_code)
+            raise typer.Exit(code=e.exit_code) from None
+
+    @staticmethod
+    def _report(ctx, e: Exception):
+        """A known library error as a one-line message and its exit code; anything else (click's
+        own exits and usage errors, bugs) propagates."""
+        from flowtok_cli.common import echo_error
+
+        if (ctx.obj or {}).get("debug"):
+            raise e
+        code, msg = _classify(e)
+        if code is None:
+            raise e
+        echo_error(msg, code)
+        raise typer.Exit(code=code) from None
+
+
+def _is_usage_error(e: Exception) -> bool:
+    """A command-line parse error (bad option, bad value, missing argument): typer >= 0.29
+    raises its vendored click's UsageError, older typer click's own."""
+    if isinstance(e, click.UsageError):
+        return True
+    return isinstance(e, typer.TyperException) and getattr(e, "exit_code", None) == 2 \
+        and hasattr(e, "format_message")
 
 
 def _quiet_flags(cmd) -> None:

@@ -13,13 +13,16 @@ from flowtok_cli.options import JsonOpt
 
 
 def _version_of(module: str) -> str | None:
+    """The installed version from the package metadata, without importing it (importing
+    transformers alone takes about a second); None when the module is absent."""
+    from importlib import metadata
+
     if importlib.util.find_spec(module) is None:
         return None
     try:
-        mod = __import__(module)
-        return getattr(mod, "__version__", "installed")
-    except Exception as e:  # noqa: BLE001 - a broken install is exactly what doctor reports
-        return f"broken ({e.__class__.__name__}: {e})"
+        return metadata.version(module)
+    except metadata.PackageNotFoundError:  # importable without metadata (a source checkout)
+        return "installed"
 
 
 def collect() -> dict:

@@ -461,10 +461,15 @@ def test_prompts_that_is_a_folder_says_a_text_file_is_expected(model_dir, tmp_pa
     (["generate", "a cat", "--device", "tpu", "-o", "OUT"], 2, "--device tpu: not a device name"),
     (["generate", "a cat", "--model", "MISSING", "-o", "OUT"], 1, "MISSING: not a folder"),
     (["caption", "MISSING.png"], 1, "1 of 1 image(s) could not be read"),
+    # parse errors: a bad value, an unknown option, a missing argument, in a nested command too
+    (["generate", "a cat", "--steps", "abc", "-o", "OUT"], 2, "Invalid value for '--steps'"),
+    (["generate", "a cat", "--bogus", "-o", "OUT"], 2, "No such option: --bogus"),
+    (["eval", "shapes"], 2, "Missing argument"),
+    (["train", "flow", "--bogus"], 2, "No such option: --bogus"),
 ])
 def test_with_json_an_error_is_a_json_object_on_stderr(model_dir, tmp_path, args, code, message):
     args = [str(tmp_path / a) if a.startswith(("MISSING", "OUT")) else a for a in args]
-    model = [] if "--model" in args else ["--model", str(model_dir)]
+    model = [] if "--model" in args or args[0] in ("eval", "train") else ["--model", str(model_dir)]
     res = runner.invoke(app, [*args, *model, "--json"])
     assert res.exit_code == code
     assert "Traceback" not in res.output
@@ -476,6 +481,9 @@ def test_with_json_an_error_is_a_json_object_on_stderr(model_dir, tmp_path, args
 def test_without_json_the_same_error_stays_a_text_line(model_dir, tmp_path):
     res = _generate(model_dir, tmp_path / "out", "a cat", "--device", "tpu")
     assert _errors(res)[0].startswith("error: --device tpu")
+    res = _generate(model_dir, tmp_path / "out", "a cat", "--steps", "abc")
+    assert res.exit_code == 2 and "Invalid value for '--steps'" in res.stderr
+    assert not res.stderr.lstrip().startswith("{")
 
 
 def test_tokenize_and_caption_read_one_list_of_formats_and_report_skipped_files(tmp_path):
