@@ -31,8 +31,9 @@ TRAIN_STARTERS = {"a", "an", "one", "the", "there", "in", "at", "on", "here", "i
 
 # ---------------------------------------------------------------- an independent reading
 SIZE_WORDS = {"small": "small", "little": "small", "mini": "small", "miniature": "small",
-              "tiny": "small", "large": "large", "huge": "large", "giant": "large",
-              "enormous": "large", "massive": "large", "big": "large"}
+              "tiny": "small", "petite": "small", "teeny": "small",
+              "large": "large", "huge": "large", "giant": "large", "enormous": "large",
+              "massive": "large", "big": "large", "oversized": "large", "bigger": "large"}
 ROW_WORDS = {"top": "top", "upper": "top", "bottom": "bottom", "lower": "bottom"}
 COL_WORDS = {"left": "left", "right": "right"}
 MIDDLE_WORDS = {"center", "centre", "middle", "central"}
@@ -62,6 +63,12 @@ TWO_OBJECT_READINGS = [
     (rf"left is (?P<L>{_OBJ}) and right is (?P<R>{_OBJ})", "LR"),
     (rf"(?P<L>{_OBJ}) sits left, (?P<R>{_OBJ}) sits right", "LR"),
     (rf"(?:a drawing of|i see) (?P<L>{_OBJ}) on the left and (?P<R>{_OBJ}) on the right", "LR"),
+    # the second held-out style
+    (rf"(?P<L>{_OBJ}) at the left and (?P<R>{_OBJ}) at the right", "LR"),
+    (rf"to the left (?P<L>{_OBJ}), to the right (?P<R>{_OBJ})", "LR"),
+    (rf"(?P<L>{_OBJ}) and on its right (?P<R>{_OBJ})", "LR"),
+    (rf"(?P<L>{_OBJ}) plus (?P<R>{_OBJ}) further right", "LR"),
+    (rf"show me (?P<L>{_OBJ}) on the left and (?P<R>{_OBJ}) on the right", "LR"),
 ]
 # The partial grammar the canonical captions of heldout_prompts must be in.
 PARTIAL_CAPTION = re.compile(
@@ -126,7 +133,7 @@ def all_specs() -> list[tuple[ObjectSpec, ...]]:
 @pytest.fixture(scope="module")
 def every_wording() -> dict[str, dict[tuple, list[str]]]:
     return {style.name: {s: W.wordings(s, style) for s in all_specs()}
-            for style in (W.TRAIN_STYLE, W.HELDOUT_STYLE)}
+            for style in (W.TRAIN_STYLE, *W.HELDOUT_STYLES.values())}
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +146,7 @@ def sampled_training() -> list[str]:
 
 
 # ---------------------------------------------------------------- content
-@pytest.mark.parametrize("style", [W.TRAIN_STYLE, W.HELDOUT_STYLE], ids=lambda s: s.name)
+@pytest.mark.parametrize("style", [W.TRAIN_STYLE, *W.HELDOUT_STYLES.values()], ids=lambda s: s.name)
 def test_every_wording_of_every_scene_reads_back_to_that_scene(style, every_wording):
     for specs, texts in every_wording[style.name].items():
         assert texts, specs
@@ -237,6 +244,27 @@ def test_every_heldout_wording_is_new_to_training(every_wording):
     assert used == HELDOUT_ONLY  # the list above names no word the style dropped
     train = {t for ts in every_wording["train"].values() for t in ts}
     assert not train & set(heldout)
+
+
+def test_the_second_heldout_style_shares_no_wording_synonym_or_frame_with_the_others(every_wording):
+    h2 = W.HELDOUT2_STYLE
+    train_words = {x for ts in every_wording["train"].values() for t in ts for x in words(t)}
+    for other in (W.TRAIN_STYLE, W.HELDOUT_STYLE):
+        for size in SIZES:
+            assert not set(other.sizes[size]) & set(h2.sizes[size])
+        for pos in POSITIONS:
+            assert not set(other.places[pos]) & set(h2.places[pos])
+        assert not set(other.frames) & set(h2.frames)
+        assert not set(other.pair_frames) & set(h2.pair_frames)
+    h2_texts = [t for ts in every_wording["heldout2"].values() for t in ts]
+    others = {t for name in ("train", "heldout") for ts in every_wording[name].values() for t in ts}
+    assert not others & set(h2_texts)
+    for text in h2_texts:  # every wording holds a word training never uses, or starts unlike it
+        w = words(text)
+        assert set(w) - train_words or w[0] not in TRAIN_STARTERS, text
+    pairs = W.heldout_prompts(60, seed=0, style=h2)
+    assert len({w for w, _ in pairs}) == 60
+    assert all(read(w) == read(c) for w, c in pairs)
 
 
 def test_styles_share_only_the_judges_vocabulary():

@@ -61,7 +61,8 @@ import numpy as np
 from flowtok.data.shapes import PALETTE, POSITIONS, SHAPES, SIZES, ObjectSpec
 
 MAX_TOKENS = 14  # WordPiece tokens of a wording, without [CLS] / [SEP] (the encoder keeps 16)
-EXTRA_PIECES: dict[str, int] = {"cyan": 1}  # vocabulary words WordPiece splits ("cy", "##an")
+# vocabulary words WordPiece splits ("cy", "##an")
+EXTRA_PIECES: dict[str, int] = {"cyan": 1, "teeny": 1}
 P_CAPITAL = 0.25  # share of wordings with a capital first letter
 P_PERIOD = 0.25  # share of wordings ending in "."
 HELDOUT_TWO_FRACTION = 0.15  # share of two-object scenes in heldout_prompts
@@ -213,6 +214,54 @@ HELDOUT_STYLE = WordingStyle(
         "{l} left, {r} right",
     ),
 )
+
+
+# A second held-out set, written after the first had been scored (and after training wordings
+# were widened with the first one's failures in view): words and frames in neither of the
+# others, to measure generalisation on wordings that no choice of the training side was made
+# against.
+HELDOUT2_PLACES: dict[str, tuple[str, ...]] = {
+    "top left": ("upper left quadrant", "top left spot"),
+    "top": ("top center", "upper middle spot"),
+    "top right": ("upper right quadrant", "top right spot"),
+    "left": ("far left", "left middle spot"),
+    "center": ("dead center", "exact middle"),
+    "right": ("far right", "right middle spot"),
+    "bottom left": ("lower left quadrant", "bottom left spot"),
+    "bottom": ("bottom center", "lower middle spot"),
+    "bottom right": ("lower right quadrant", "bottom right spot"),
+}
+_HELDOUT2_PREPOSITIONS: dict[str, tuple[str, ...]] = {
+    "quadrant": ("in",), "spot": ("at", "in"), "left": ("at", "on"), "right": ("at", "on"),
+}
+
+
+def _heldout2_prepositions(noun: str) -> tuple[str, ...]:
+    return _HELDOUT2_PREPOSITIONS.get(noun.split()[-1], ("in", "at"))
+
+
+HELDOUT2_STYLE = WordingStyle(
+    name="heldout2",
+    sizes={"small": ("petite", "teeny"), "large": ("oversized", "bigger")},
+    places=HELDOUT2_PLACES,
+    wheres=_wheres(HELDOUT2_PLACES, _heldout2_prepositions),
+    frames=(
+        "can you draw a {np}[ {where}]",
+        "please make a {np}[ {where}]",
+        "{np}, positioned {where}",
+        "show me a {np}[ {where}]",
+        "a {np} appears {where}",
+        "there's a {np}[ {where}]",
+    ),
+    pair_frames=(
+        "{l} at the left and {r} at the right",
+        "to the left a {l}, to the right a {r}",
+        "a {l} and on its right a {r}",
+        "a {l} plus a {r} further right",
+        "show me a {l} on the left and a {r} on the right",
+    ),
+)
+HELDOUT_STYLES: dict[str, WordingStyle] = {"heldout": HELDOUT_STYLE, "heldout2": HELDOUT2_STYLE}
 
 
 # ---------------------------------------------------------------- wording
@@ -391,8 +440,9 @@ def _partial_scenes(rng: np.random.Generator, n: int) -> list[tuple[str, list[Ob
     return scenes
 
 
-def heldout_prompts(n: int, seed: int = 0) -> list[tuple[str, str]]:
-    """n (HELDOUT_STYLE wording, canonical caption) pairs for evaluation, shuffled.
+def heldout_prompts(n: int, seed: int = 0, style: WordingStyle = HELDOUT_STYLE
+                    ) -> list[tuple[str, str]]:
+    """n (``style`` wording, canonical caption) pairs for evaluation, shuffled.
 
     Scenes: round(HELDOUT_TWO_FRACTION n) two-object and the rest of the full ones one-object,
     balanced in colour, shape, size and cell (``canonical_prompts``), plus
@@ -421,7 +471,7 @@ def heldout_prompts(n: int, seed: int = 0) -> list[tuple[str, str]]:
     taken: set[str] = set()
     pairs = []
     for text, specs in scenes:
-        every = _fills(tuple(specs), HELDOUT_STYLE)
+        every = _fills(tuple(specs), style)
         fresh = [(f, tuple(t for t in ts if t not in taken)) for f, ts in every]
         frames = [(f, ts) for f, ts in fresh if ts] or list(every)  # new wordings first
         counts = np.array([used[frame] for frame, _ in frames])
