@@ -23,6 +23,9 @@ def emoji(
     steps: StepsOpt = None,
     guidance: Annotated[float | None, typer.Option(
         "--guidance", min=1.0, help="Text -> image CFG scale (default: the model's).")] = None,
+    temperature: Annotated[float | None, typer.Option(
+        "--temperature", min=0.0, help="Text -> image source-noise scale (default: the "
+        "model's).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sample and of the images.")] = 0,
     examples: Annotated[int, typer.Option("--examples", min=0, help="Examples shown in the table.")] = 8,
     device: DeviceOpt = None,
@@ -40,6 +43,7 @@ def emoji(
       flowtok eval emoji --data data/emoji64
       flowtok eval emoji --data data/emoji64 --split val --what captions --json
       flowtok eval emoji --data data/emoji64 --model runs/emoji/model --n 50 --steps 10
+      flowtok eval emoji --data data/emoji64 --what prompts --temperature 0.5
     """
     from tqdm import tqdm
 
@@ -53,7 +57,10 @@ def emoji(
         raise ConfigError(f"--what {what!r}: choose prompts, captions or both")
     records = read_emoji_dataset(data)
     pipe = FlowTokPipeline.from_pretrained(model, device=device)
-    result: dict = {"model": pipe.model_id, "data": str(data), "split": split, "seed": seed}
+    if temperature is not None:
+        pipe.config.flow.temperature = temperature
+    result: dict = {"model": pipe.model_id, "data": str(data), "split": split, "seed": seed,
+                    "temperature": pipe.config.flow.temperature}
     if what in ("prompts", "both"):
         with tqdm(total=n, desc="generate", unit="img", disable=not common.is_tty()) as bar:
             result["prompts"] = prompt_fidelity(pipe, records, split, n, seed, steps, guidance,
