@@ -7,8 +7,9 @@ line to benchmarks/flow/diversity_experiments.jsonl:
   drawn positions (9 cells) and sizes (2) from the data's, and per caption against the real
   images with that caption (``--real``): pixel pairwise-diversity ratio, precision / recall
   (k-NN manifolds; Inception features with ``--features inception``), all as medians;
-- heldout: ShapesEval on prompts in wordings no training caption uses
-  (flowtok.data.shapes_wordings.heldout_prompts), judged against their canonical caption;
+- heldout, heldout2: ShapesEval on prompts in wordings no training caption uses
+  (flowtok.data.shapes_wordings.heldout_prompts in each of HELDOUT_STYLES; the second set was
+  written after the first had been scored), judged against their canonical caption;
 - source: sigma of z_text against the distance between different captions' mu, as sampled.
 
     python benchmarks/flow/diversity_eval.py NAME --model runs/X/model --real data/shapes_p/train
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from flowtok.data.shapes import canonical_prompts, partial_prompts
-from flowtok.data.shapes_wordings import heldout_prompts
+from flowtok.data.shapes_wordings import HELDOUT_STYLES, heldout_prompts
 from flowtok.eval.diversity import diversity_between
 from flowtok.eval.shapes_eval import score_images
 from flowtok.pipeline import FlowTokPipeline
@@ -123,11 +124,12 @@ def main() -> None:
         if isinstance(div.get(k), dict):
             row[f"{k}_median"] = div[k]["median"]
 
-    if a.heldout:
-        pairs = heldout_prompts(a.heldout, seed=0)
-        wordings, truth = [w for w, _ in pairs], [c for _, c in pairs]
-        res = score_images(list(generate(pipe, wordings, 1, 0, g, st)), truth)
-        row["heldout_all_correct"] = res["all_correct"]
+    if a.heldout:  # both held-out wording sets (HELDOUT_STYLES), same scenes, one image each
+        for key, style in HELDOUT_STYLES.items():
+            pairs = heldout_prompts(a.heldout, seed=0, style=style)
+            wordings, truth = [w for w, _ in pairs], [c for _, c in pairs]
+            res = score_images(list(generate(pipe, wordings, 1, 0, g, st)), truth)
+            row[f"{key}_all_correct"] = res["all_correct"]
     row["source"] = source_spread(pipe, partial)
     row["eval_s"] = round(time.perf_counter() - t0, 1)
     if a.grid:
