@@ -32,6 +32,7 @@ from flowtok.device import resolve_device
 from flowtok.errors import ArgumentError, CheckpointError, ConfigError, NumericalError
 from flowtok.flow.model import TextImageFlow
 from flowtok.safe_load import load_safetensors, refuse_pickle
+from flowtok.sampling_settings import check_steps, check_temperature
 from flowtok.tokenizer.model import Tokenizer
 
 # torch.Generator.manual_seed takes seeds in [-2**63, 2**64 - 1]; image i uses seed + i
@@ -260,10 +261,7 @@ class FlowTokPipeline:
                   default_guidance: float) -> tuple[int, float]:
         """Validated (steps, guidance): ``None`` takes the model's default; 0 steps, a negative or
         non-finite guidance are ArgumentErrors (never silently replaced or turned into NaN)."""
-        if steps is None:
-            steps = self.config.flow.steps
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ArgumentError(f"num_inference_steps must be an integer of at least 1, got {steps!r}")
+        steps = check_steps(self.config.flow.steps if steps is None else steps)
         if guidance is None:
             guidance = default_guidance
         if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) \
@@ -272,11 +270,10 @@ class FlowTokPipeline:
                                 f"guidance), got {guidance!r}")
         return steps, float(guidance)
 
-    def _check_temperature(self) -> float:
-        t = self.config.flow.temperature
-        if not math.isfinite(t) or t < 0:
-            raise ArgumentError(f"temperature must be a finite number of at least 0, got {t!r}")
-        return t
+    def _temperature(self, temperature: float | None) -> float:
+        """Validated temperature: ``None`` takes the model's (``config.flow.temperature``)."""
+        return check_temperature(self.config.flow.temperature if temperature is None
+                                 else temperature)
 
     # ----------------------------------------------------------------------- text -> image
     @property
@@ -301,12 +298,14 @@ class FlowTokPipeline:
 
     @torch.no_grad()
     def generate_latents(self, feats: torch.Tensor, seeds: list[int], steps: int,
-                         guidance: float, style: str | None = None) -> torch.Tensor:
+                         guidance: float, style: str | None = None,
+                         temperature: float | None = None) -> torch.Tensor:
         """Text features (B, K, D) + one seed per image -> image latents (B, K, C). Image i
-        depends only on (prompt i, seed i[, style]), never on the batch it was generated in."""
+        depends only on (prompt i, seed i[, style, temperature]), never on the batch it was
+        generated in. ``temperature`` None: the model's (``config.flow.temperature``)."""
         if self.t2i is None:
             raise CheckpointError("this model folder has no text-to-image component (t2i/)")
-        temperature = self._check_temperature()
+        temperature = self._temperature(temperature)
         K, C = self.config.K, self.config.C
         styles = self.style_indices(seeds, style)
         noise = torch.stack([torch.randn(K, C, generator=torch.Generator().manual_seed(s)) for s in seeds])
@@ -344,7 +343,8 @@ class FlowTokPipeline:
 
     def iter_images(self, items: list[tuple[str, int]], num_inference_steps: int | None = None,
                     guidance_scale: float | None = None, batch_size: int = 64,
-                    style: str | None = None) -> Iterator[tuple[int, object]]:
+                    style: str | None = None, temperature: float | None = None
+                    ) -> Iterator[tuple[int, object]]:
         """(prompt, seed) pairs -> (index into ``items``, PIL image), one batch at a time, so a
         caller can save each image as soon as it exists."""
         from PIL import Image
@@ -352,7 +352,7 @@ class FlowTokPipeline:
         steps, guidance = self._settings(num_inference_steps, guidance_scale,
                                          self.config.flow.guidance)
         self._check_prompts([p for p, _ in items])
-        self._check_temperature()
+        temperature = self._temperature(temperature)
         _check_batch_size(batch_size)
         for _, s in items:
             _check_seed(s)
@@ -361,16 +361,19 @@ class FlowTokPipeline:
             chunk = items[start:start + batch_size]
             ps, ss = [c[0] for c in chunk], [c[1] for c in chunk]
             feats = self.text_encoder.encode(ps).to(self.device)  # (B, K, D), encoded once
-            lat = self.generate_latents(feats, ss, steps, guidance, style)
+            lat = self.generate_latents(feats, ss, steps, guidance, style, temperature)
             for i, a in enumerate(self.decode(lat, feats)):
                 yield start + i, Image.fromarray(a)
 
     def __call__(self, prompt: str | list[str], num_inference_steps: int | None = None,
                  guidance_scale: float | None = None, seed: int = 0, num_images_per_prompt: int = 1,
-                 batch_size: int = 64, progress=None, style: str | None = None) -> list:
+                 batch_size: int = 64, progress=None, style: str | None = None,
+                 temperature: float | None = None) -> list:
         """Prompt(s) -> PIL images. Image j of prompt i uses seed ``seed + i * n + j``.
         ``style``: one of ``self.styles`` for every image (models with styles; by default
-        image j of a prompt takes style (seed + i * n + j) mod the number of styles)."""
+        image j of a prompt takes style (seed + i * n + j) mod the number of styles).
+        ``temperature``: the scale of the starting noise around the text latent (0 = one image
+        per prompt, 1 = the trained spread; default: the model's ``config.flow.temperature``)."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         self._check_prompts(prompts)
         n = num_images_per_prompt
@@ -380,7 +383,7 @@ class FlowTokPipeline:
         todo = [(p, seed + i * n + j) for i, p in enumerate(prompts) for j in range(n)]
         images = []
         for _, img in self.iter_images(todo, num_inference_steps, guidance_scale, batch_size,
-                                       style):
+                                       style, temperature):
             images.append(img)
             if progress is not None:
                 progress(1)

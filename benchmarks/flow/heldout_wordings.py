@@ -57,7 +57,7 @@ def generate_and_score(pipe, prompts: list[str], truth: list[str], folder: Path,
                        wordings: list[str] | None = None) -> dict:
     """Draw one image per prompt, write them with metadata.jsonl, judge them against `truth`."""
     from flowtok.eval.shapes_eval import score_images
-    from flowtok_cli.generate_cmd import save_png, write_metadata
+    from flowtok.image_files import save_png, write_metadata
 
     folder.mkdir(parents=True, exist_ok=True)
     steps = args.steps or pipe.config.flow.steps
