@@ -141,42 +141,11 @@ def detokenize(
       flowtok detokenize latents/shapes -o recon/
       flowtok detokenize latents/shapes -o recon/ --tokenizer runs/tok/model --sample --seed 1
     """
-    import io
-    import json
+    from flowtok.detokenize import decode_shards
 
-    import torch
-    from PIL import Image
-
-    from flowtok.atomic import write_bytes_atomic, write_text_atomic
-    from flowtok.data.shards import read_shards
-    from flowtok.eval.recon import to_uint8
-    from flowtok.tokenizer.model import Tokenizer
-    from flowtok.train.trainer import resolve_device
-
-    shards = read_shards(latents)
-    path = tokenizer or Path(shards.tokenizer["path"])
-    tok = Tokenizer.from_pretrained(path, device=resolve_device(device))
-    K, C = tok.cfg.num_latent_tokens, tok.cfg.token_channels
-    if (shards.tokenizer["K"], shards.tokenizer["C"]) != (K, C):
-        raise common.usage_error(
-            f"{latents} holds {shards.tokenizer['K']}x{shards.tokenizer['C']} latents but "
-            f"{path} decodes {K}x{C}")
-    out.mkdir(parents=True, exist_ok=True)
-    gen = torch.Generator().manual_seed(seed)
-    rows = []
-    with torch.no_grad():
-        for i in range(0, len(shards), batch_size):
-            idx = torch.arange(i, min(i + batch_size, len(shards)))
-            z = shards.sample(idx, gen) if sample else shards.mean[idx].float()
-            for j, img in zip(idx.tolist(), to_uint8(tok.decode(z))):
-                name = Path(shards.file_names[j]).with_suffix(".png").as_posix()
-                (out / name).parent.mkdir(parents=True, exist_ok=True)
-                buf = io.BytesIO()
-                Image.fromarray(img).save(buf, format="PNG")
-                write_bytes_atomic(out / name, buf.getvalue())
-                rows.append({"file_name": name, "text": shards.captions[j]})
-    write_text_atomic(out / "metadata.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    result = {"out": str(out), "images": len(rows), "tokenizer": str(path)}
+    images, path = decode_shards(latents, out, tokenizer, batch_size=batch_size, sample=sample,
+                                 seed=seed, device=device)
+    result = {"out": str(out), "images": images, "tokenizer": str(path)}
     if json_out:
         common.print_json(result)
     else:
