@@ -56,13 +56,8 @@ def flow(
     train_flow.grad_accum (see docs/scale-out.md).
     """
     from flowtok.config import load_config
-    from flowtok.data.webdataset import SlotStreams, has_shards, latent_sample
-    from flowtok.errors import ConfigError, DataError
-    from flowtok.text.encoders import build_text_encoder
-    from flowtok.tokenizer.model import Tokenizer
-    from flowtok.train.distributed import local_device
-    from flowtok.train.flow_task import FlowTask, latents_from_folder, stream_head
-    from flowtok.train.trainer import Trainer
+    from flowtok.errors import ConfigError
+    from flowtok.train.build import build_flow_task, flow_trainer
 
     launch.relaunch(nproc)
     if task not in ("t2i", "i2t"):
@@ -76,49 +71,9 @@ def flow(
     if cfg.train_flow.decoder_only and (init is None or task != "i2t"):
         raise common.usage_error("--decoder-only needs --task i2t and --init MODEL_FOLDER (the "
                                  "image -> text model whose flow to keep)")
-    tok = Tokenizer.from_pretrained(tokenizer)
-    cfg.tokenizer = tok.cfg  # the flow model lives in this tokenizer's latent space
-    dev = local_device(device)  # cuda:LOCAL_RANK under torchrun
-    tok.to(dev)
-    if has_shards(data):  # webdataset latents: streamed, captions encoded per batch
-        train = SlotStreams(data, latent_sample, cfg.train_flow.seed, shuffle_buffer)
-        head = stream_head(train, 1)
-        if head.mean.shape[1:] != (cfg.K, cfg.C):
-            raise DataError(f"{data}: shards hold {tuple(head.mean.shape[1:])} latents, "
-                              f"{tokenizer} makes ({cfg.K}, {cfg.C}); tokenize with it")
-        first_caption = head.captions[0]
-    else:
-        typer.echo(f"encoding {data} with the tokenizer …", err=True)
-        train = latents_from_folder(tok, data)
-        first_caption = train.captions[0]
-    val_set = latents_from_folder(tok, val, limit=1000) if val is not None else None
-    if cfg.flow.style_key:  # a style per image (flowtok.data.styles)
-        if has_shards(data):
-            raise common.usage_error("flow.style_key needs an image folder as --data, not shards")
-        from flowtok.data.styles import attach_styles
-
-        for folder, latents in ((data, train), (val, val_set)):
-            if latents is not None:
-                attach_styles(cfg.flow, folder, latents)
-    prompts = None
-    if task == "t2i" and eval_prompts > 0:
-        from flowtok.eval.shapes_eval import parse_caption
-
-        if parse_caption(first_caption) is not None:
-            from flowtok.data.shapes import canonical_prompts
-
-            prompts = canonical_prompts(eval_prompts, seed=0)
-    t = cfg.text
-    encoder = build_text_encoder(t.encoder, cfg.K, t.feature_dim, t.encoder_path,
-                                 pooled_token=t.pooled_token)
-    start = None
-    if init is not None:
-        from flowtok.pipeline import FlowTokPipeline
-
-        start = getattr(FlowTokPipeline.from_pretrained(init, device="cpu"), task)
-        if start is None:
-            raise DataError(f"{init}: has no {task}/ model to start from")
-    flow_task = FlowTask(cfg, task, tok, encoder, train, val_set, prompts, device=dev, init=start)
-    trainer = Trainer(flow_task, cfg.train_flow, out, full_config=cfg, device=str(dev),
-                      progress=not json_out and common.is_tty())
+    flow_task = build_flow_task(
+        cfg, task, tokenizer, data, val=val, eval_prompts=eval_prompts, init=init, device=device,
+        shuffle_buffer=shuffle_buffer,
+        on_encode=lambda folder: typer.echo(f"encoding {folder} with the tokenizer …", err=True))
+    trainer = flow_trainer(flow_task, out, progress=not json_out and common.is_tty())
     common.fit_and_report(trainer, out, resume, max_minutes, json_out, "flow training", [("task", task)])

@@ -18,10 +18,9 @@ from flowtok.data.shapes import canonical_prompts
 from flowtok.eval.shapes_eval import score_images
 from flowtok.flow.objective import flow_loss
 from flowtok.safe_load import load_safetensors
-from flowtok.text.encoders import build_text_encoder
-from flowtok.tokenizer.model import Tokenizer
+from flowtok.train.build import build_flow_task
 from flowtok.train.checkpoint import latest_checkpoint
-from flowtok.train.flow_task import FlowTask, latents_from_folder
+from flowtok.train.flow_task import FlowTask
 
 BANDS = [(0.0, 0.05), (0.05, 0.2), (0.2, 0.5), (0.5, 0.8), (0.8, 1.0)]
 
@@ -54,12 +53,10 @@ def main() -> None:
     a = ap.parse_args()
     ckpt = latest_checkpoint(Path(a.run))
     cfg = load_config(ckpt / "config.json")
-    tok = Tokenizer.from_pretrained(a.tokenizer)
-    cfg.tokenizer = tok.cfg
-    val = latents_from_folder(tok, "data/shapes/val")
     prompts = canonical_prompts(200, seed=0)
-    enc = build_text_encoder(cfg.text.encoder, cfg.K, cfg.text.feature_dim)
-    task = FlowTask(cfg, "t2i", tok, enc, val, val, prompts)
+    # the held-out images serve as both sets: the run's latent statistics come with its weights
+    task = build_flow_task(cfg, "t2i", a.tokenizer, "data/shapes/val", val="data/shapes/val",
+                           val_limit=None, eval_prompts=len(prompts), device="cpu")
     task.model.load_state_dict(load_safetensors(ckpt / "ema_model.safetensors"))
     model = task.model.eval()
     report = {"run": a.run, "loss_per_t": loss_per_band(task, model), "shapes": {}}

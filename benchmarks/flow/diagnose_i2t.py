@@ -16,10 +16,8 @@ import torch
 from flowtok.config import load_config
 from flowtok.eval.shapes_eval import caption_matches
 from flowtok.safe_load import load_safetensors
-from flowtok.text.encoders import build_text_encoder
-from flowtok.tokenizer.model import Tokenizer
+from flowtok.train.build import build_flow_task
 from flowtok.train.checkpoint import latest_checkpoint
-from flowtok.train.flow_task import FlowTask, latents_from_folder
 
 N = 300
 
@@ -35,11 +33,10 @@ def main() -> None:
     a = ap.parse_args()
     ckpt = latest_checkpoint(Path(a.run))
     cfg = load_config(ckpt / "config.json")
-    tok = Tokenizer.from_pretrained(a.tokenizer)
-    cfg.tokenizer = tok.cfg
-    train, val = latents_from_folder(tok, a.train), latents_from_folder(tok, a.val)
-    enc = build_text_encoder(cfg.text.encoder, cfg.K, cfg.text.feature_dim)
-    task = FlowTask(cfg, "i2t", tok, enc, train, val)  # the vocabulary comes from the train captions
+    # the vocabulary comes from the train (and val) captions
+    task = build_flow_task(cfg, "i2t", a.tokenizer, a.train, val=a.val, val_limit=None,
+                           device="cpu")
+    val, enc = task.val, task.encoder
     task.model.load_state_dict(load_safetensors(ckpt / "ema_model.safetensors"))
     model = task.model.eval()
     truth = val.captions[:N]

@@ -16,13 +16,9 @@ from pathlib import Path
 
 import torch
 
-from flowtok.config import resolve_config
-from flowtok.data.shapes import canonical_prompts
+from flowtok.config import apply_overrides, resolve_config
 from flowtok.eval.shapes_eval import score_images
-from flowtok.text.encoders import build_text_encoder
-from flowtok.tokenizer.model import Tokenizer
-from flowtok.train.flow_task import FlowTask, latents_from_folder
-from flowtok.train.trainer import Trainer
+from flowtok.train.build import build_flow_task, flow_trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,13 +37,9 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     cfg = resolve_config("shapes", None, a.set)
-    tok = Tokenizer.from_pretrained(a.tokenizer)
-    cfg.tokenizer = tok.cfg
-    train = latents_from_folder(tok, a.train)
-    val = latents_from_folder(tok, a.val)
-    prompts = canonical_prompts(200, seed=0) if a.task == "t2i" else None
-    enc = build_text_encoder(cfg.text.encoder, cfg.K, cfg.text.feature_dim)
-    task = FlowTask(cfg, a.task, tok, enc, train, val, prompts)
+    task = build_flow_task(cfg, a.task, a.tokenizer, a.train, val=a.val, val_limit=None,
+                           eval_prompts=200, device="cpu")
+    prompts = task.eval_prompts
     # size the cosine schedule to the time box from a short timing run
     t0 = time.perf_counter()
     for s in range(5):
@@ -55,13 +47,12 @@ def main() -> None:
         loss.backward()
     s_per_step = (time.perf_counter() - t0) / 5 * 1.15  # + optimizer/EMA overhead
     steps = max(50, int(a.minutes * 60 / s_per_step))
-    cfg.train_flow.max_steps = steps
-    cfg.train_flow.eval_every = max(1, steps // 4)
-    cfg.train_flow.ckpt_every = steps
-    cfg.train_flow.warmup_steps = min(cfg.train_flow.warmup_steps, steps // 10)
-    task.tcfg = cfg.train_flow
+    sized = apply_overrides(task.cfg, [
+        f"train_flow.max_steps={steps}", f"train_flow.eval_every={max(1, steps // 4)}",
+        f"train_flow.ckpt_every={steps}",
+        f"train_flow.warmup_steps={min(cfg.train_flow.warmup_steps, steps // 10)}"])
     out = ROOT / a.out / a.name
-    trainer = Trainer(task, cfg.train_flow, out, full_config=cfg, progress=False)
+    trainer = flow_trainer(task, out, cfg=sized)
     start = time.perf_counter()
     res = trainer.fit(max_minutes=a.minutes * 1.5)
     minutes = (time.perf_counter() - start) / 60
