@@ -167,6 +167,7 @@ GROUPS: dict[str, tuple[str, dict[str, str]]] = {
         "kernels": "bench_kernels_cmd:kernels",
         "sample": "bench_sample_cmd:sample",
         "train": "bench_train_cmd:train",
+        "report": "bench_report_cmd:report",
     }),
 }
 

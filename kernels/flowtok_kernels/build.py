@@ -49,6 +49,16 @@ def find_nvcc() -> str | None:
     return next((c for c in candidates if c and Path(c).is_file()), None)
 
 
+def default_cuda_archs() -> str:
+    """The visible GPU's architecture (e.g. "90"), else DEFAULT_ARCHS."""
+    import torch
+
+    if torch.cuda.is_available():
+        major, minor = torch.cuda.get_device_capability(0)
+        return f"{major}{minor}"
+    return DEFAULT_ARCHS
+
+
 def plan(build_dir: Path | None = None, cuda_archs: str | None = None, check_only: bool = False,
          jobs: int | None = None) -> BuildPlan:
     """Check that a build can run here; raise BuildError naming what is missing."""
@@ -67,16 +77,10 @@ def plan(build_dir: Path | None = None, cuda_archs: str | None = None, check_onl
         raise BuildError(f"CUDA is absent: the installed torch {torch.__version__} is a CPU "
                          "build, so there is nothing to link against. Nothing was built; flowtok "
                          "works without the extension. (--check-only compiles the sources anyway)")
-    if cuda_archs is None:
-        if torch.cuda.is_available():
-            major, minor = torch.cuda.get_device_capability(0)
-            cuda_archs = f"{major}{minor}"
-        else:
-            cuda_archs = DEFAULT_ARCHS
     return BuildPlan(
         source_root=SOURCE_ROOT,
         build_dir=(build_dir or SOURCE_ROOT / "build" / ("csrc-check" if check_only else "csrc")),
-        cuda_archs=cuda_archs,
+        cuda_archs=cuda_archs or default_cuda_archs(),
         nvcc=nvcc,
         check_only=check_only,
         jobs=jobs or max(1, (os.cpu_count() or 2)),
