@@ -139,9 +139,11 @@ def _run(prompts: list[str], n: int, steps: int | None, guidance: float | None, 
     steps = steps or pipe.config.flow.steps
     guidance = pipe.config.flow.guidance if guidance is None else guidance
     temperature = pipe.config.flow.temperature if temperature is None else temperature
-    if n > 1 and temperature == 0:
-        common.warn(f"temperature 0 draws the same image for every seed, so the {n} images of "
-                    "each prompt are identical; pass --temperature 0.5 (or more) for variety")
+    kinds = 1 if style is not None else max(len(pipe.styles), 1)  # distinct images at temperature 0
+    if n > kinds and temperature == 0:
+        what = "the same image for every seed" if kinds == 1 else f"one image per style ({kinds})"
+        common.warn(f"temperature 0 draws {what}, so the {n} images of each prompt repeat; "
+                    "pass --temperature 0.5 (or more) for variety")
     try:
         pipe.style_indices([], style)
     except ArgumentError as e:

@@ -214,3 +214,20 @@ def test_generate_cli_records_each_images_style_and_refuses_unknown_ones(styled_
     res = runner.invoke(app, ["generate", "owl", "-m", str(model_dir), "--style", "g",
                               "-o", str(tmp_path / "d")])
     assert res.exit_code == 2 and "no styles" in res.output
+
+
+def test_temperature_zero_warns_only_when_images_must_repeat(styled_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from flowtok_cli.app import app
+
+    runner = CliRunner()
+    base = ["generate", "owl", "--steps", "2", "-m", str(styled_model), "--temperature", "0"]
+    res = runner.invoke(app, [*base, "-n", "2", "-o", str(tmp_path / "a")])
+    assert res.exit_code == 0 and "temperature 0" not in res.stderr  # two styles, two images
+    a, b = sorted((tmp_path / "a").glob("*.png"))
+    assert not np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+    res = runner.invoke(app, [*base, "-n", "3", "-o", str(tmp_path / "b")])
+    assert res.exit_code == 0 and "one image per style (2)" in res.stderr
+    res = runner.invoke(app, [*base, "-n", "2", "--style", "g", "-o", str(tmp_path / "c")])
+    assert res.exit_code == 0 and "the same image for every seed" in res.stderr
