@@ -57,6 +57,12 @@ def generate(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 64,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Redo images that already exist in OUT (default: keep them).")] = False,
+    cuda_graph: Annotated[str, typer.Option(
+        "--cuda-graph", help="auto: on CUDA, capture the sampling loop in a CUDA graph per batch "
+        "shape and replay it; on: require it; off: plain launches.")] = "auto",
+    compile_flow: Annotated[bool, typer.Option(
+        "--compile", help="torch.compile the flow transformer (CUDA only; the first batch "
+        "compiles).")] = False,
     device: DeviceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -110,11 +116,15 @@ def generate(
     if seed < MIN_SEED or seed + total - 1 > MAX_SEED:
         raise ConfigError(f"--seed {seed}: out of range; image i uses seed + i, and seeds must "
                           f"lie between -2**63 and 2**64 - 1")
+    from flowtok.cuda_graphs import check_compile, graph_mode
+
     dev = resolve_device(device)
+    graph_mode(cuda_graph, dev)  # an unknown mode, or "on" without CUDA, fails before any work
+    check_compile(compile_flow, dev)
     created = common.check_out_dir(out)
     try:
         _run(prompts, n, steps, guidance, seed, temperature, model, out, grid, batch_size,
-             overwrite, dev, json_out, style)
+             overwrite, dev, json_out, style, cuda_graph, compile_flow)
     except BaseException:
         common.remove_empty(created)  # a failed load or a refused run leaves no empty -o
         raise
@@ -122,7 +132,8 @@ def generate(
 
 def _run(prompts: list[str], n: int, steps: int | None, guidance: float | None, seed: int,
          temperature: float | None, model: Path | None, out: Path, grid: bool, batch_size: int,
-         overwrite: bool, device, json_out: bool, style: str | None = None) -> None:
+         overwrite: bool, device, json_out: bool, style: str | None = None,
+         cuda_graph: str = "auto", compile_flow: bool = False) -> None:
     """Load the model, plan which images are missing, draw and save them one by one."""
     import dataclasses
     import signal
@@ -133,6 +144,9 @@ def _run(prompts: list[str], n: int, steps: int | None, guidance: float | None, 
     from flowtok.pipeline import FlowTokPipeline
 
     pipe = FlowTokPipeline.from_pretrained(model, device=device)
+    pipe.cuda_graph = cuda_graph
+    if compile_flow:
+        pipe.compile_flow()
     for p in prompts:
         if pipe.text_encoder.truncated(p):
             common.warn(f"prompt truncated to {pipe.config.K} tokens: {p[:60]!r}…")
