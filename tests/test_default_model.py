@@ -127,15 +127,34 @@ def test_generate_a_cat_from_a_fresh_process_is_quick(tmp_path):
     assert time.perf_counter() - t0 < 30.0
 
 
-def test_temperature_zero_repeats_the_image_and_says_so(tmp_path):
-    r = runner.invoke(app, ["generate", "a cat", "-n", "2", "-o", str(tmp_path / "t0"), "--json"])
-    assert r.exit_code == 0 and "temperature 0" in r.output
-    a, b = json.loads(r.stdout[r.stdout.index("{"):])["images"]
+def test_four_samples_of_a_cat_are_four_different_images_in_both_drawings(tmp_path):
+    """Issue 24 item 5: -n 4 at the shipped settings gives four different pictures; the model
+    has two styles (Noto, Twemoji) and image i takes style i mod 2 by its seed."""
+    r = runner.invoke(app, ["generate", "a cat", "-n", "4", "-o", str(tmp_path), "--json"])
+    assert r.exit_code == 0 and "temperature 0" not in r.output
     from PIL import Image
 
-    assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
-    r = runner.invoke(app, ["generate", "a cat", "-n", "2", "--temperature", "1", "-o",
-                            str(tmp_path / "t1"), "--json"])
-    assert r.exit_code == 0 and "temperature 0" not in r.output
-    a, b = json.loads(r.stdout[r.stdout.index("{"):])["images"]
+    paths = json.loads(r.stdout[r.stdout.index("{"):])["images"]
+    images = [np.asarray(Image.open(p), dtype=np.float32) / 255 for p in paths]
+    styles = [json.loads(x)["style"] for x in (tmp_path / "metadata.jsonl").read_text().splitlines()]
+    assert styles == ["google", "twitter", "google", "twitter"]
+    mse = {(i, j): float(((images[i] - images[j]) ** 2).mean())
+           for i in range(4) for j in range(i + 1, 4)}
+    assert min(mse.values()) > 0  # no two identical
+    # the two drawings differ far more than two samples of one drawing
+    across = min(mse[(0, 1)], mse[(0, 3)], mse[(1, 2)], mse[(2, 3)])
+    assert across > 3 * max(mse[(0, 2)], mse[(1, 3)])
+
+
+def test_temperature_zero_repeats_the_image_and_says_so(tmp_path):
+    r = runner.invoke(app, ["generate", "a cat", "-n", "3", "--temperature", "0", "-o",
+                            str(tmp_path / "t0"), "--json"])
+    assert r.exit_code == 0 and "one image per style (2)" in r.output
+    a, b, c = json.loads(r.stdout[r.stdout.index("{"):])["images"]
+    from PIL import Image
+
+    assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(c)))  # both Noto
     assert not np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+    r = runner.invoke(app, ["generate", "a cat", "-n", "2", "--style", "google", "--temperature",
+                            "0", "-o", str(tmp_path / "g0"), "--json"])
+    assert r.exit_code == 0 and "the same image for every seed" in r.output
