@@ -34,8 +34,10 @@ def caption(
     from flowtok.errors import ConfigError, DataError
     from flowtok.pipeline import FlowTokPipeline
 
-    if steps is not None and steps <= 0:
-        raise ConfigError(f"--steps {steps}: the number of Euler steps must be at least 1")
+    if steps is not None:
+        from flowtok.sampling_settings import check_steps
+
+        check_steps(steps, option="--steps")
     pipe = FlowTokPipeline.from_pretrained(model, device=device)
     if pipe.i2t is None:
         raise ConfigError(f"{model}: this model folder has no image-to-text part (i2t/)")

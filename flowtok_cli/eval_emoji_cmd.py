@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from flowtok_cli import common
-from flowtok_cli.options import DeviceOpt, JsonOpt, ModelOpt, StepsOpt
+from flowtok_cli.options import DeviceOpt, GuidanceOpt, JsonOpt, ModelOpt, StepsOpt
 
 
 def emoji(
@@ -21,8 +21,7 @@ def emoji(
     what: Annotated[str, typer.Option(
         "--what", help="prompts (text -> image), captions (image -> text) or both.")] = "both",
     steps: StepsOpt = None,
-    guidance: Annotated[float | None, typer.Option(
-        "--guidance", min=1.0, help="Text -> image CFG scale (default: the model's).")] = None,
+    guidance: GuidanceOpt = None,
     temperature: Annotated[float | None, typer.Option(
         "--temperature", min=0.0, help="Text -> image source-noise scale (default: the "
         "model's).")] = None,

@@ -103,7 +103,7 @@ PromptsOpt = Annotated[Path, typer.Option(
     "(.json/.jsonl/.tsv: first caption per image).")]
 RealOpt = Annotated[Path, typer.Option(
     "--real", help="Real images: a folder, or an .npz of FID statistics.")]
-StepsOpt = Annotated[int, typer.Option("--steps", min=1, help="Euler steps.")]
+EulerStepsOpt = Annotated[int, typer.Option("--steps", min=1, help="Euler steps.")]
 NOpt = Annotated[int, typer.Option("--n", help="Number of prompts / generated images.")]
 CacheOpt = Annotated[Path | None, typer.Option(
     "--cache-stats", help="Reuse or write the real set's statistics (.npz).")]
@@ -114,7 +114,7 @@ WeightsOpt = Annotated[Path | None, typer.Option(
 
 
 def coco(prompts: PromptsOpt, real: RealOpt, model: ModelOpt = None,
-         guidance: GuidanceOpt = None, steps: StepsOpt = COCO.steps, n: NOpt = COCO.n_images,
+         guidance: GuidanceOpt = None, steps: EulerStepsOpt = COCO.steps, n: NOpt = COCO.n_images,
          seed: SeedOpt = 0, batch_size: BatchSizeOpt = 64, cache_stats: CacheOpt = None,
          save_images: SaveOpt = None, weights: WeightsOpt = None, device: DeviceOpt = None,
          json_out: JsonOpt = False) -> None:
@@ -133,7 +133,7 @@ def coco(prompts: PromptsOpt, real: RealOpt, model: ModelOpt = None,
 
 
 def mjhq(prompts: PromptsOpt, real: RealOpt, model: ModelOpt = None,
-         guidance: GuidanceOpt = None, steps: StepsOpt = MJHQ.steps, n: NOpt = MJHQ.n_images,
+         guidance: GuidanceOpt = None, steps: EulerStepsOpt = MJHQ.steps, n: NOpt = MJHQ.n_images,
          seed: SeedOpt = 0, batch_size: BatchSizeOpt = 64, cache_stats: CacheOpt = None,
          save_images: SaveOpt = None, weights: WeightsOpt = None, device: DeviceOpt = None,
          json_out: JsonOpt = False) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from flowtok_cli import common
-from flowtok_cli.options import DeviceOpt, JsonOpt
+from flowtok_cli.options import BatchSizeOpt, DeviceOpt, JsonOpt
 
 SHAPES_ATTRIBUTES = ("all_correct", "color", "shape", "size", "position", "count")
 
@@ -18,7 +18,7 @@ def tokenizer(
     tokenizer: Annotated[Path, typer.Option(
         "--tokenizer", "-t", help="Tokenizer folder, e.g. runs/tok/model.")],
     n: Annotated[int | None, typer.Option("--n", help="Score only the first N images.")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b")] = 100,
+    batch_size: BatchSizeOpt = 100,
     grid: Annotated[Path | None, typer.Option(
         "--grid", help="Also save a PNG grid of originals over reconstructions here.")] = None,
     device: DeviceOpt = None,

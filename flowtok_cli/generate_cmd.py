@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from flowtok_cli import common
-from flowtok_cli.options import DeviceOpt, JsonOpt
+from flowtok_cli.options import BatchSizeOpt, DeviceOpt, JsonOpt, ModelOpt
 
 MAX_STEPS = 1000  # Euler converges in 20-50 steps; 1000 is already far past any visible change
 
@@ -49,12 +49,12 @@ def generate(
     style: Annotated[str | None, typer.Option(
         "--style", help="For a model with styles (the default model: google, twitter): draw "
         "every image in this one (default: image i takes the styles in turn by its seed).")] = None,
-    model: Annotated[Path | None, typer.Option("--model", "-m", help="Model folder (default: shipped model).")] = None,
+    model: ModelOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out"),
     grid: Annotated[bool, typer.Option("--grid", help="Also write grid.png with every image.")] = False,
     prompts_file: Annotated[Path | None, typer.Option(
         "--prompts", help="Text file with one prompt per line (instead of PROMPT).")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 64,
+    batch_size: BatchSizeOpt = 64,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Redo images that already exist in OUT (default: keep them).")] = False,
     cuda_graph: Annotated[str, typer.Option(

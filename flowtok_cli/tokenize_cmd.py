@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from flowtok_cli import common
-from flowtok_cli.options import DeviceOpt, JsonOpt, OutOpt
+from flowtok_cli.options import BatchSizeOpt, DeviceOpt, JsonOpt, OutOpt
 
 TokenizerOpt = Annotated[
     Path | None, typer.Option("--tokenizer", "-t", help="Tokenizer folder (config.json + "
@@ -33,8 +33,7 @@ def tokenize(
     images: Annotated[Path, typer.Argument(help="Folder of images (recursive).")],
     out: OutOpt,
     tokenizer: TokenizerOpt = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1,
-                                            help="Images per forward.")] = 64,
+    batch_size: BatchSizeOpt = 64,
     shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Images per shard.")] = 4096,
     device: DeviceOpt = None,
     json_out: JsonOpt = False,

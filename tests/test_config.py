@@ -105,15 +105,19 @@ def test_config_from_a_newer_version_is_refused():
 
 def test_config_files_with_old_key_names_still_load(tmp_path):
     """train_*.kl_weight was renamed tokenizer_kl_weight and train_*.num_workers removed; files
-    written before (the shipped default model's among them) load with the old values."""
+    written before (as the shipped default model's i2t config was) load with the old values."""
     from pathlib import Path
 
     import flowtok
 
     shipped = Path(flowtok.__file__).parent / "default_model"
-    for path in (shipped / "config.json", shipped / "i2t" / "config.json"):
+    for i, path in enumerate((shipped / "config.json", shipped / "i2t" / "config.json")):
         raw = json.loads(path.read_text())
-        assert "kl_weight" in raw["train_tokenizer"] and "num_workers" in raw["train_flow"]
+        for part in ("train_tokenizer", "train_flow"):  # written the old way
+            raw[part]["kl_weight"] = raw[part].pop("tokenizer_kl_weight", 1e-6)
+            raw[part]["num_workers"] = 0
+        path = tmp_path / f"old{i}.json"
+        path.write_text(json.dumps(raw))
         cfg = load_config(path)
         assert cfg.train_tokenizer.tokenizer_kl_weight == raw["train_tokenizer"]["kl_weight"]
         assert cfg.text.kl_weight == raw["text"]["kl_weight"]  # the projector's: not renamed
