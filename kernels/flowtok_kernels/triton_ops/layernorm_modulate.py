@@ -115,8 +115,11 @@ def _row_major(v: torch.Tensor) -> torch.Tensor:
     return v if v.stride(-1) == 1 else v.contiguous()
 
 
-def _warps(block_d: int) -> int:
-    return 4 if block_d <= 2048 else 8
+def _warps(block_d: int, backward: bool = False) -> int:
+    """4 warps up to 2048 columns forward, 1024 backward: the backward's three per-column
+    accumulators took 168 registers at 2048 with 4 warps (16 B of spills on sm_80 in fp32);
+    8 warps hold them in 80 and keep twice the warps resident (AOT compiles, benchmarks/RESULTS.md)."""
+    return 4 if block_d <= (1024 if backward else 2048) else 8
 
 
 def _check(x: torch.Tensor, *mods: torch.Tensor) -> None:
@@ -169,7 +172,8 @@ def _bwd(dout, dx_new, x, y, gate, scale, mean, rstd):
         dout, dx_new, x, y, gate, scale, mean, rstd, dx, dy,
         parts[0], parts[1], parts[-1],
         n, d, gate.stride(0), scale.stride(0), rows,
-        BLOCK_D=block_d, HAS_RESIDUAL=has_res, HAS_DXNEW=has_dxnew, num_warps=_warps(block_d),
+        BLOCK_D=block_d, HAS_RESIDUAL=has_res, HAS_DXNEW=has_dxnew,
+        num_warps=_warps(block_d, backward=True),
     )
     return dx, dy, [p.view(b, -1, d).sum(1) for p in parts]  # each (B, D)
 
