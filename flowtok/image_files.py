@@ -32,16 +32,17 @@ def slug(text: str) -> str:
 
 
 def image_records(prompts: list[str], n: int, seed: int, settings: dict,
-                  styles: list[str] | None = None, style: str | None = None) -> list[dict]:
+                  image_styles: list[str] | None = None) -> list[dict]:
     """The metadata.jsonl record of every image of a run: image i draws prompt i // n with seed
-    ``seed + i``; ``settings`` (steps, guidance, temperature, model) are the same for all. For a
-    model with ``styles``, each record names its style: ``style``, or its seed's turn."""
+    ``seed + i``; ``settings`` (steps, guidance, temperature, model) are the same for all.
+    ``image_styles``: the style image i is drawn in (a model with styles; the pipeline's
+    ``style_indices`` decides it)."""
     records = []
     for i in range(len(prompts) * n):
         p, s = prompts[i // n], seed + i
         meta = {"seed": s, **settings}
-        if styles:  # the style each image is drawn in (named, or its seed's turn)
-            meta["style"] = style or styles[s % len(styles)]
+        if image_styles:
+            meta["style"] = image_styles[i]
         records.append({"file_name": f"{i:05d}_{slug(p)}_s{s}.png", "text": p, **meta})
     return records
 

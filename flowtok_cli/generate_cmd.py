@@ -158,13 +158,14 @@ def _run(prompts: list[str], n: int, steps: int | None, guidance: float | None, 
         what = "the same image for every seed" if kinds == 1 else f"one image per style ({kinds})"
         common.warn(f"temperature 0 draws {what}, so the {n} images of each prompt repeat; "
                     "pass --temperature 0.5 (or more) for variety")
-    try:
-        pipe.style_indices([], style)
+    try:  # the style of each image, by the pipeline's own rule
+        indices = pipe.style_indices([seed + i for i in range(len(prompts) * n)], style)
     except ArgumentError as e:
         raise ConfigError(f"--style: {e}") from None
+    image_styles = None if indices is None else [pipe.styles[j] for j in indices.tolist()]
     settings = {"steps": steps, "guidance": guidance, "temperature": temperature,
                 "model": pipe.model_id}
-    records = image_files.image_records(prompts, n, seed, settings, pipe.styles, style)
+    records = image_files.image_records(prompts, n, seed, settings, image_styles)
     not_ours: list[Path] = []
     try:
         todo, listed = image_files.plan_run(out, records, overwrite, not_ours)

@@ -21,16 +21,16 @@ def _lines(out) -> list[dict]:
     return [json.loads(line) for line in (out / image_files.METADATA).read_text().splitlines()]
 
 
-def test_records_name_each_image_by_index_prompt_and_seed_and_take_styles_in_turn():
+def test_records_name_each_image_by_index_prompt_and_seed_and_its_style():
     records = image_files.image_records(["A red Circle!", "a cat"], 2, 10, SETTINGS,
-                                        ["google", "twitter"])
+                                        ["google", "twitter", "google", "twitter"])
     assert [r["file_name"] for r in records] == [
         "00000_a-red-circle_s10.png", "00001_a-red-circle_s11.png",
         "00002_a-cat_s12.png", "00003_a-cat_s13.png"]
     assert [r["style"] for r in records] == ["google", "twitter", "google", "twitter"]
     assert list(records[0]) == ["file_name", "text", "seed", "steps", "guidance", "temperature",
                                 "model", "style"]
-    named = image_files.image_records(["a cat"], 2, 0, SETTINGS, ["google", "twitter"], "twitter")
+    named = image_files.image_records(["a cat"], 2, 0, SETTINGS, ["twitter", "twitter"])
     assert {r["style"] for r in named} == {"twitter"}
     assert "style" not in image_files.image_records(["a cat"], 1, 0, SETTINGS)[0]
 
