@@ -13,9 +13,8 @@ import torch
 
 from flowtok.data.shards import read_shards
 from flowtok.errors import ConfigError
-from flowtok.eval.recon import to_uint8
 from flowtok.image_files import save_png, write_metadata
-from flowtok.tokenizer.model import Tokenizer
+from flowtok.tokenizer.model import Tokenizer, to_uint8_images
 
 
 @torch.no_grad()
@@ -43,7 +42,7 @@ def decode_shards(latents: Path, out: Path, tokenizer: Path | None = None, *,
     for i in range(0, len(shards), batch_size):
         idx = torch.arange(i, min(i + batch_size, len(shards)))
         z = shards.sample(idx, gen) if sample else shards.mean[idx].float()  # (B, K, C)
-        for j, img in zip(idx.tolist(), to_uint8(tok.decode(z))):
+        for j, img in zip(idx.tolist(), to_uint8_images(tok.decode(z))):
             name = Path(shards.file_names[j]).with_suffix(".png").as_posix()
             (out / name).parent.mkdir(parents=True, exist_ok=True)
             save_png(Image.fromarray(img), out / name, {})

@@ -33,7 +33,7 @@ from flowtok.errors import ArgumentError, CheckpointError, ConfigError, Numerica
 from flowtok.flow.model import TextImageFlow
 from flowtok.safe_load import load_safetensors, refuse_pickle
 from flowtok.sampling_settings import check_steps, check_temperature
-from flowtok.tokenizer.model import Tokenizer
+from flowtok.tokenizer.model import Tokenizer, to_uint8_images
 
 # torch.Generator.manual_seed takes seeds in [-2**63, 2**64 - 1]; image i uses seed + i
 MIN_SEED, MAX_SEED = -(2**63), 2**64 - 1
@@ -348,7 +348,7 @@ class FlowTokPipeline:
         text = feats if self.tokenizer.cfg.text_guidance else None
         x = self.tokenizer.decode(latents, text)  # (B, 3, H, W) in [-1, 1]
         _check_finite(x, "the tokenizer's decoder", self.tokenizer, "tokenizer")
-        return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        return to_uint8_images(x)
 
     def iter_images(self, items: list[tuple[str, int]], num_inference_steps: int | None = None,
                     guidance_scale: float | None = None, batch_size: int = 64,
@@ -501,8 +501,9 @@ def _as_uint8(image, size: int, background: tuple[int, int, int]) -> np.ndarray:
     if isinstance(image, torch.Tensor):
         t = image.detach().cpu()
         if t.is_floating_point() and t.ndim == 3 and t.shape[0] == 3:  # (3, H, W) in [-1, 1]
-            t = ((t.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0)
-        image = t.numpy()
+            image = to_uint8_images(t)  # (H, W, 3) uint8
+        else:
+            image = t.numpy()
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
             raise ArgumentError(f"array images must be uint8 (H, W, 3), got {image.dtype} "

@@ -56,14 +56,13 @@ def emoji(
         raise ConfigError(f"--what {what!r}: choose prompts, captions or both")
     records = read_emoji_dataset(data)
     pipe = FlowTokPipeline.from_pretrained(model, device=device)
-    if temperature is not None:
-        pipe.config.flow.temperature = temperature
     result: dict = {"model": pipe.model_id, "data": str(data), "split": split, "seed": seed,
-                    "temperature": pipe.config.flow.temperature}
+                    "temperature": pipe.config.flow.temperature if temperature is None
+                    else temperature}
     if what in ("prompts", "both"):
         with tqdm(total=n, desc="generate", unit="img", disable=not common.is_tty()) as bar:
             result["prompts"] = prompt_fidelity(pipe, records, split, n, seed, steps, guidance,
-                                                progress=bar.update)
+                                                progress=bar.update, temperature=temperature)
     if what in ("captions", "both"):
         with tqdm(total=n, desc="caption", unit="img", disable=not common.is_tty()) as bar:
             result["captions"] = caption_retrieval(pipe, records, split, n, seed, steps,

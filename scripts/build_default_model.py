@@ -77,6 +77,8 @@ def main() -> int:
             sys.exit(f"{args.tokenizer}: its encoder differs from the one the flows were "
                      "trained on (fine-tune with --decoder-only)")
     if args.temperature is not None:
+        # the model's default sampling temperature, written into the saved configs (the folder's
+        # and t2i's): a change to the shipped model, not a setting for one sampling call
         a.config.flow.temperature = a.t2i.cfg.flow.temperature = args.temperature
     if args.background is not None:
         for tok_cfg in (a.config.tokenizer, b.i2t.cfg.tokenizer, tokenizer.cfg):

@@ -59,8 +59,11 @@ class FakePipe:
         self.tokenizer = Tokenizer(cfg.tokenizer).eval()
         self.text_encoder = TinyTextEncoder(cfg.K, cfg.text.feature_dim)
         self.shift = 1 if shuffle else 0
+        self.temperatures = []  # the temperature argument of each call
 
-    def __call__(self, prompts, num_inference_steps=None, guidance_scale=None, seed=0, progress=None):
+    def __call__(self, prompts, num_inference_steps=None, guidance_scale=None, seed=0, progress=None,
+                 temperature=None):
+        self.temperatures.append(temperature)
         names = [NAMES[(NAMES.index(p) + self.shift) % len(NAMES)] for p in prompts]
         return [Image.fromarray(_picture(NAMES.index(n), 0)) for n in names]
 
@@ -110,3 +113,42 @@ def test_oracle_scores_full_marks_and_shuffled_does_not(emoji_dir, split):
     assert cg["top1"] == 1.0 and cg["exact"] == 1.0
     assert cb["top1"] == 0.0 and cb["exact"] == 0.0
     assert cg["n"] == (12 if split == "train" else 4)  # images, not names
+
+
+def test_prompt_fidelity_passes_the_temperature_to_the_pipeline(emoji_dir):
+    recs = read_emoji_dataset(emoji_dir)
+    pipe = FakePipe()
+    prompt_fidelity(pipe, recs, n=2)
+    prompt_fidelity(pipe, recs, n=2, temperature=0.25)
+    assert pipe.temperatures == [None, 0.25]  # None: the pipeline takes the model's
+
+
+def test_cli_temperature_is_an_argument_and_reported(emoji_dir, model_dir, monkeypatch):
+    """--temperature reaches generation as the pipeline's argument, never as a change to the
+    model's config, and the JSON reports it (else the model's)."""
+    from typer.testing import CliRunner
+
+    from flowtok.pipeline import FlowTokPipeline
+    from flowtok_cli.app import app
+
+    calls = []
+    real_call = FlowTokPipeline.__call__
+
+    def spy(self, *args, **kwargs):
+        calls.append((kwargs.get("temperature"), self.config.flow.temperature))
+        return real_call(self, *args, **kwargs)
+
+    monkeypatch.setattr(FlowTokPipeline, "__call__", spy)
+
+    def run(*extra):
+        r = CliRunner().invoke(app, ["eval", "emoji", "--data", str(emoji_dir), "--model",
+                                     str(model_dir), "--what", "prompts", "--n", "3", "--steps",
+                                     "2", "--device", "cpu", "--json", *extra])
+        assert r.exit_code == 0, r.output
+        return json.loads(r.stdout)
+
+    shipped = FlowTokPipeline.from_pretrained(model_dir, device="cpu").config.flow.temperature
+    assert shipped != 0.25
+    assert run()["temperature"] == shipped
+    assert run("--temperature", "0.25")["temperature"] == 0.25
+    assert calls == [(None, shipped), (0.25, shipped)]  # the config is never changed

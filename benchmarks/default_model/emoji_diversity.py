@@ -59,13 +59,12 @@ def main() -> None:
     t0 = time.perf_counter()
     pipe = FlowTokPipeline.from_pretrained(a.model, device="cpu") if a.model else \
         FlowTokPipeline.from_pretrained(device="cpu")
-    if a.temperature is not None:
-        pipe.config.flow.temperature = a.temperature
+    temperature = pipe.config.flow.temperature if a.temperature is None else a.temperature
     records = read_emoji_dataset(a.data)
     names = sorted({r.name for r in records})
     index = {nm: i for i, nm in enumerate(names)}
     chosen = pick(sorted({r.name for r in records if r.split == "train"}), a.n, a.seed)
-    images = pipe(chosen, num_images_per_prompt=a.k, seed=a.seed)
+    images = pipe(chosen, num_images_per_prompt=a.k, seed=a.seed, temperature=temperature)
     gen = image_latents(pipe, [np.asarray(im.convert("RGB")) for im in images])
     reals = image_latents(pipe, [r.path for r in records])
     real_idx = torch.tensor([index[r.name] for r in records])
@@ -89,15 +88,15 @@ def main() -> None:
 
             ra, rb = (np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) / 255 for p in real[:2])
             ratios.append(statistics.mean(pairs) / max(float(((ra - rb) ** 2).mean()), 1e-12))
-    row = {"model": a.model or "shipped", "temperature": pipe.config.flow.temperature,
+    row = {"model": a.model or "shipped", "temperature": temperature,
            "names": len(chosen), "samples_per_name": a.k,
            "top1": float((rank < 1).float().mean()), "top5": float((rank < 5).float().mean()),
            "both_styles": both / len(chosen),
            "pixel_diversity_ratio_median": statistics.median(ratios) if ratios else None,
            "eval_s": round(time.perf_counter() - t0, 1)}
     if a.grid:
-        save_grid(pipe(list(GRID_NAMES), num_images_per_prompt=a.k, seed=a.seed), len(GRID_NAMES),
-                  a.k, a.grid)
+        save_grid(pipe(list(GRID_NAMES), num_images_per_prompt=a.k, seed=a.seed,
+                       temperature=temperature), len(GRID_NAMES), a.k, a.grid)
     print(json.dumps(row))
 
 

@@ -42,18 +42,17 @@ def main() -> None:
     args = ap.parse_args()
 
     pipe = FlowTokPipeline.from_pretrained(args.model, device="cpu")
-    if args.temperature is not None:
-        pipe.config.flow.temperature = args.temperature
-    if args.guidance is not None:
-        pipe.config.flow.guidance = args.guidance
+    fc = pipe.config.flow  # the model's settings, read only: the options are passed as arguments
+    temperature = fc.temperature if args.temperature is None else args.temperature
+    guidance = fc.guidance if args.guidance is None else args.guidance
     loaded = load_folder(args.data, pipe.tokenizer.cfg.image_size)
     images, captions = list(loaded.images), [r.caption for r in loaded.records]
     K, C = pipe.config.K, pipe.config.C
     real = image_latents(pipe, images).view(-1, K, C)
     pick = torch.randperm(len(captions), generator=torch.Generator().manual_seed(args.seed))[:args.n]
     feats = pipe.text_encoder.encode([captions[i] for i in pick.tolist()])
-    made = pipe.generate_latents(feats, [args.seed + i for i in range(len(pick))],
-                                 pipe.config.flow.steps, pipe.config.flow.guidance).float().cpu()
+    made = pipe.generate_latents(feats, [args.seed + i for i in range(len(pick))], fc.steps,
+                                 guidance, temperature=temperature).float().cpu()
     err = (made - real[pick]).pow(2).sum(-1).mean(0)  # (K,)
     var = real.var(0).sum(-1)  # (K,)
     dev_made, dev_real = made - real.mean(0), real[pick] - real.mean(0)
@@ -61,7 +60,7 @@ def main() -> None:
     ratio = (err / var).tolist()
     share = (var / var.sum()).tolist()
     print(json.dumps({"model": args.model or "default", "n": len(pick),
-                      "temperature": pipe.config.flow.temperature, "guidance": pipe.config.flow.guidance,
+                      "temperature": temperature, "guidance": guidance,
                       "ratio": [round(r, 3) for r in ratio],
                       "slope": [round(v, 3) for v in slope.tolist()],
                       "variance_share": [round(s, 4) for s in share],

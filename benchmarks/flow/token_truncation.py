@@ -39,7 +39,6 @@ def main() -> None:
     from PIL import Image
 
     pipe = FlowTokPipeline.from_pretrained(args.model, device="cpu")
-    pipe.config.flow.temperature = 0.0  # the posterior mean: one deterministic sample
     loaded = load_folder(args.data, pipe.tokenizer.cfg.image_size,
                          background=pipe.tokenizer.cfg.background)
     captions = [r.caption for r in loaded.records]
@@ -51,8 +50,9 @@ def main() -> None:
     real = image_latents(pipe, list(loaded.images)).view(-1, K, C)
     mean = real.mean(0)
     feats = pipe.text_encoder.encode([f"a {n}" for n in args.names])
+    # temperature 0, the posterior mean: one deterministic sample
     made = pipe.generate_latents(feats, [0] * len(args.names), pipe.config.flow.steps,
-                                 pipe.config.flow.guidance).float().cpu()
+                                 pipe.config.flow.guidance, temperature=0.0).float().cpu()
     rows = []
     for row, name in enumerate(args.names):
         z = real[captions.index(name)]

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from flowtok.data.imagefolder import load_folder
-from flowtok.eval.recon import mean_psnr, to_uint8
+from flowtok.eval.recon import mean_psnr
 from flowtok.tokenizer.linear_basis import LinearBasis
+from flowtok.tokenizer.model import to_uint8_images
 from flowtok.train.tokenizer_task import uint8_to_float
 
 TRAIN_SCORED = 300  # training images scored (the fit's own data: an upper bound)
@@ -43,7 +44,7 @@ def main() -> None:
 
         def recon(images: np.ndarray, basis: LinearBasis = basis) -> np.ndarray:
             x = uint8_to_float(torch.from_numpy(images))
-            return to_uint8(basis.decode(basis.encode(x), args.size).clamp(-1, 1))
+            return to_uint8_images(basis.decode(basis.encode(x), args.size).clamp(-1, 1))
 
         print(json.dumps({"components": n, "hflip": args.hflip, **stats,
                           "val_psnr": mean_psnr(recon(val), val),

@@ -67,7 +67,7 @@ from flowtok.device import (
 from flowtok.errors import ConfigError
 from flowtok.flow.model import TextImageFlow
 from flowtok.flow.sampler import euler_sample
-from flowtok.tokenizer.model import Tokenizer
+from flowtok.tokenizer.model import Tokenizer, to_uint8_tensor
 from flowtok_kernels import BackendUnavailable
 
 SCHEMA = "flowtok.bench.sample/1"
@@ -257,7 +257,7 @@ class SampleRun:
         text = feats if self.m.tokenizer.cfg.text_guidance else None
         with self._ctx():
             x = self.m.tokenizer.decoder(latents, text)  # (B, 3, H, W) in about [-1, 1]
-            return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+            return to_uint8_tensor(x)
 
     def end_to_end(self) -> torch.Tensor:
         feats = self.text()

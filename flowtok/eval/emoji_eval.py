@@ -121,15 +121,16 @@ def nearest_emoji_scores(queries: torch.Tensor, reals: torch.Tensor, real_name_i
 
 def prompt_fidelity(pipe, records: list[EmojiRecord], split: str = "train", n: int = 200,
                     seed: int = 0, steps: int | None = None, guidance: float | None = None,
-                    progress=None) -> dict:
-    """Generate one image per emoji name and rank the prompted emoji among all of them."""
+                    progress=None, temperature: float | None = None) -> dict:
+    """Generate one image per emoji name and rank the prompted emoji among all of them.
+    ``temperature``: the pipeline's sampling temperature (None: the model's)."""
     names = sorted({r.name for r in records})
     index = {nm: i for i, nm in enumerate(names)}
     chosen = pick(sorted({r.name for r in records if r.split == split}), n, seed)
     if not chosen:
         raise DataError(f"no emoji in the {split} split")
     images = pipe(chosen, num_inference_steps=steps, guidance_scale=guidance, seed=seed,
-                  progress=progress)
+                  progress=progress, temperature=temperature)
     gen = image_latents(pipe, [np.asarray(im.convert("RGB")) for im in images])
     reals = image_latents(pipe, [r.path for r in records])
     real_idx = torch.tensor([index[r.name] for r in records])

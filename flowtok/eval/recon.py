@@ -10,6 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from flowtok.tokenizer.model import to_uint8_images
+
 if TYPE_CHECKING:
     from flowtok.tokenizer.model import Tokenizer
 
@@ -19,19 +21,13 @@ SSIM_K1, SSIM_K2 = 0.01, 0.03
 GRID_ZOOM = 4  # nearest-neighbour upscale of reconstruction grids so 32 px images are visible
 
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """Float (B, 3, H, W) in [-1, 1] -> uint8 (B, H, W, 3), rounded and clipped."""
-    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
-
-
 @torch.no_grad()
 def reconstruct(tok: Tokenizer, images: np.ndarray, batch_size: int = 100) -> np.ndarray:
     """uint8 (N, S, S, 3) -> uint8 reconstructions through the posterior mean."""
     outs = []
     for i in range(0, len(images), batch_size):
         x = torch.from_numpy(images[i: i + batch_size])
-        outs.append(to_uint8(tok.decode(tok.encode(x).mean)))
+        outs.append(to_uint8_images(tok.decode(tok.encode(x).mean)))
     return np.concatenate(outs) if outs else images[:0]
 
 

@@ -17,7 +17,8 @@ Departures from the paper, each measured on shapes (benchmarks/RESULTS.md, Token
   paper's single 3x3 conv, so the refinement can sharpen edges, not only smooth patch seams.
 
 Images enter as float (B, 3, H, W) in [-1, 1] (``encode`` also accepts uint8 (B, H, W, 3)) and
-leave ``decode`` as float (B, 3, H, W) in [-1, 1].
+leave ``decode`` as float (B, 3, H, W) in [-1, 1]; ``to_uint8_images`` turns those into uint8
+(B, H, W, 3) arrays (the one place that conversion is written).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +44,9 @@ from flowtok.config import (
 )
 from flowtok.errors import CheckpointError, ConfigError
 from flowtok.tokenizer.linear_basis import LinearBasis
+
+if TYPE_CHECKING:
+    import numpy as np
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -325,6 +330,23 @@ def unpatchify(patches: torch.Tensor, p: int, grid: int) -> torch.Tensor:
     B = patches.shape[0]
     x = patches.reshape(B, grid, grid, 3, p, p).permute(0, 3, 1, 4, 2, 5)
     return x.reshape(B, 3, grid * p, grid * p)
+
+
+# ----------------------------------------------------------------------------- uint8 pixels
+
+
+def to_uint8_tensor(images: torch.Tensor) -> torch.Tensor:
+    """Float images (..., 3, H, W) in [-1, 1] (what ``decode`` returns) -> uint8 (..., H, W, 3)
+    on their device: computed in float32, clamped to [-1, 1], scaled to [0, 255], rounded (half
+    to even). The inverse of ``prepare_images``' uint8 -> float. One image (3, H, W) or a batch."""
+    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.movedim(-3, -1)
+
+
+def to_uint8_images(images: torch.Tensor) -> np.ndarray:
+    """``to_uint8_tensor`` as a numpy array on the CPU: float (B, 3, H, W) or (3, H, W) in
+    [-1, 1] -> uint8 (B, H, W, 3) or (H, W, 3)."""
+    return to_uint8_tensor(images).cpu().numpy()
 
 
 # ----------------------------------------------------------------------------- the tokenizer

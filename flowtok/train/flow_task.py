@@ -22,7 +22,7 @@ from flowtok.config import FlowTokConfig
 # latents_from_folder is re-exported: the CLI and benchmark scripts import it from here
 from flowtok.data.latents import LatentSet, latents_from_folder, stream_head  # noqa: F401
 from flowtok.flow.model import TextImageFlow
-from flowtok.tokenizer.model import Tokenizer
+from flowtok.tokenizer.model import Tokenizer, to_uint8_images
 from flowtok.train.tokenizer_task import epoch_indices
 
 GRID_PROMPTS = 16  # prompts in the periodic sample grid
@@ -258,8 +258,6 @@ class FlowTask:
     def generate(self, model: TextImageFlow, prompts: list[str], seed: int = 0,
                  steps: int | None = None, guidance: float | None = None) -> np.ndarray:
         """Prompts -> uint8 images (n, S, S, 3) with the given (EMA) model."""
-        from flowtok.eval.recon import to_uint8
-
         fc = self.cfg.flow
         out = []
         for i in range(0, len(prompts), 128):
@@ -270,7 +268,7 @@ class FlowTask:
                                  for j in range(len(chunk))]).to(self.device)
             lat = model.text_to_latent(feats, noise, steps or fc.steps,
                                        fc.guidance if guidance is None else guidance)
-            out.append(to_uint8(self.tokenizer.decode(lat)))
+            out.append(to_uint8_images(self.tokenizer.decode(lat)))
         return np.concatenate(out)
 
     @torch.no_grad()
