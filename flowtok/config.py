@@ -84,6 +84,11 @@ class TextConfig:
     # latent, meant to shorten the flow's path; on emoji64 it did not fit faster (600-step runs,
     # benchmarks/RESULTS.md), so the presets leave it off
     align_mse_weight: float = 0.0
+    # text -> image with several training wordings per caption (train_flow.caption_paraphrases or
+    # caption_templates): weight of a mean-squared pull of each wording's z_text mean onto the
+    # (stop-gradient) mean of the data's own caption, so the projector maps wordings of one
+    # caption to one source instead of each to its own (benchmarks/RESULTS.md, issue 24 3d)
+    wording_weight: float = 0.0
     caption_weight: float = 1.0  # cross-entropy weight of the caption decoder (image-to-text)
     decoder_noise: float = 0.0  # std of noise on z_text while training the decoder (robust to flow errors)
     decoder_depth: int = 2  # caption decoder blocks (paper: 6)

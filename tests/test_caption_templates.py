@@ -130,3 +130,41 @@ def test_paraphrases_give_each_sample_a_wording_of_its_own_caption(shapes_like):
 def test_templates_and_paraphrases_together_are_refused(shapes_like):
     with pytest.raises(ConfigError, match="set one"):
         _paraphrase_task(shapes_like, ['train_flow.caption_templates=["{}"]'])
+
+
+def test_wording_weight_pulls_each_wording_onto_its_own_captions_mean(shapes_like):
+    task = _paraphrase_task(shapes_like, ["text.wording_weight=0.5"])
+    names = {i: c for c, i in task.text.index.items()}
+    b = task.batch(0, torch.Generator().manual_seed(0))
+    for z, a in zip(b["z"], b["anchor"].tolist()):  # the anchor is the data's own caption
+        own = task.train.captions[int((task.train.mean - z).flatten(1).norm(dim=1).argmin())]
+        assert names[a] == own
+    model = task.model.eval()  # no projector dropout: the term is exact
+    feats, anchor = task.text.feats[b["text"]].float(), task.text.feats[b["anchor"]].float()
+    def gen():
+        return torch.Generator().manual_seed(1)  # the same noise, timesteps and null draws
+    with_term, logs = model.loss(feats, b["z"], None, gen(), anchor=anchor)
+    without, plain = model.loss(feats, b["z"], None, gen())
+    expected = (model.projector(feats)[0] - model.projector(anchor)[0]).pow(2).mean()
+    assert "wording" not in plain and logs["wording"] == pytest.approx(expected.item(), rel=1e-5)
+    assert expected > 0  # paraphrases differ from their caption
+    torch.testing.assert_close(with_term - without, 0.5 * expected)
+    # the caption's own mean is the target: no gradient reaches the projector through it
+    params = list(model.projector.parameters())
+
+    def grads(loss):
+        return torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
+    g_with = grads(model.loss(feats, b["z"], None, gen(), anchor=anchor)[0])
+    g_without = grads(model.loss(feats, b["z"], None, gen())[0])
+    term = 0.5 * (model.projector(feats)[0] - model.projector(anchor)[0].detach()).pow(2).mean()
+    for gw, g0, gt in zip(g_with, g_without, grads(term)):
+        if gt is not None:
+            torch.testing.assert_close(gw - g0, gt, rtol=1e-4, atol=1e-6)
+
+
+def test_wording_weight_is_off_without_several_wordings(shapes_like):
+    task = _paraphrase_task(shapes_like, ["text.wording_weight=0.0"])
+    b = task.batch(0, torch.Generator().manual_seed(0))
+    assert "wording" not in task.loss(b, 0)[1]
+    task = _paraphrase_task(shapes_like, ["text.wording_weight=1.0"])
+    assert task.loss(b, 0)[1]["wording"] > 0

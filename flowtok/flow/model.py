@@ -68,11 +68,14 @@ class TextImageFlow(nn.Module):
     def loss(self, feats: torch.Tensor, z_img: torch.Tensor, ids: torch.Tensor | None = None,
              generator: torch.Generator | None = None,
              source_bins: tuple[torch.Tensor, torch.Tensor] | None = None,
-             styles: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+             styles: torch.Tensor | None = None, anchor: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, dict[str, float]]:
         """feats (B, K, D) text features, z_img (B, K, C) image latents (a posterior sample),
         ids (B, K) caption token ids (i2t only), source_bins (lo, hi) (B,) quantile bins of the
         source noise's first coordinate (``train_flow.stratified_source``), styles (B,) each
-        image's style index (models with ``flow.styles``). Returns (total loss, logged parts)."""
+        image's style index (models with ``flow.styles``), anchor (B, K, D) the features of the
+        data's own caption where ``feats`` are another wording of it (``text.wording_weight``).
+        Returns (total loss, logged parts)."""
         tc, fc = self.cfg.text, self.cfg.flow
         B, dev = feats.shape[0], feats.device
         mean, logvar = self.projector(feats)
@@ -105,6 +108,12 @@ class TextImageFlow(nn.Module):
             lm = (mean - x_img.detach()).pow(2).mean()
             total = total + tc.align_mse_weight * lm
             logs["align_mse"] = lm.item()
+        if anchor is not None and tc.wording_weight > 0 and self.direction == "t2i":
+            with torch.no_grad():  # the caption's own mean is the target, not pulled towards wordings
+                target = self.projector(anchor)[0]
+            lw = (mean - target).pow(2).mean()
+            total = total + tc.wording_weight * lw
+            logs["wording"] = lw.item()
         if self.direction == "i2t":
             z_dec = z_text
             if tc.decoder_noise > 0:  # the decoder will read the flow's output, not the true z_text

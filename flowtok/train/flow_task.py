@@ -199,6 +199,7 @@ class FlowTask:
                           pick[slot * B:(slot + 1) * B])
         z = self.train.mean[idx] + torch.exp(0.5 * self.train.logvar[idx]) * eps
         out = {"z": z, "text": self.train_text[idx, pick],
+               "anchor": self.train_text[idx, 0],
                "seed": int(torch.randint(0, 2**62, (1,), generator=generator)) + slot}
         if self.endpoints is not None:
             out["end"] = self.endpoints[idx]
@@ -226,8 +227,12 @@ class FlowTask:
         if "end" in batch:
             return self.endpoint_decoder_loss(feats, batch["end"], ids, g)
         styles = batch.get("styles")
+        anchor = None
+        if "anchor" in batch and self.cfg.text.wording_weight > 0 and self.n_variants > 1:
+            anchor = self.text.feats[batch["anchor"]].float()
         return self.model.loss(feats, batch["z"], ids, g, source_bins=batch.get("bins"),
-                               styles=None if styles is None else styles.to(self.device))
+                               styles=None if styles is None else styles.to(self.device),
+                               anchor=anchor)
 
     def endpoint_decoder_loss(self, feats: torch.Tensor, end: torch.Tensor, ids: torch.Tensor,
                               g: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
