@@ -57,21 +57,22 @@ def save_grid(tiles: np.ndarray, path: str, zoom: int = 3) -> None:
 
 
 def generate(pipe: FlowTokPipeline, prompts: list[str], n: int, seed: int,
-             guidance: float | None = None, steps: int | None = None) -> np.ndarray:
+             guidance: float | None = None, steps: int | None = None,
+             temperature: float | None = None) -> np.ndarray:
     """uint8 (len(prompts) * n, S, S, 3): image j of prompt i uses seed ``seed + i * n + j``."""
     images = pipe(prompts, num_images_per_prompt=n, seed=seed, batch_size=256,
-                  guidance_scale=guidance, num_inference_steps=steps)
+                  guidance_scale=guidance, num_inference_steps=steps, temperature=temperature)
     return np.stack([np.asarray(im.convert("RGB")) for im in images])
 
 
 @torch.no_grad()
-def source_spread(pipe: FlowTokPipeline, prompts: list[str]) -> dict[str, float]:
+def source_spread(pipe: FlowTokPipeline, prompts: list[str], temperature: float) -> dict[str, float]:
     """sigma of z_text (effective: floor and temperature included) vs the captions' mu distances."""
     model = pipe.t2i
     feats = pipe.text_encoder.encode(prompts).to(pipe.device)
     mean, logvar = model.projector(feats)
     floor = model.source_min_std
-    sigma = (logvar.exp() + floor**2).sqrt() * pipe.config.flow.temperature
+    sigma = (logvar.exp() + floor**2).sqrt() * temperature
     d = torch.cdist(mean.flatten(1), mean.flatten(1))
     off = d[~torch.eye(len(prompts), dtype=torch.bool)]
     return {"sigma_mean": float(sigma.mean()), "mu_distance_mean": float(off.mean()),
@@ -98,19 +99,18 @@ def main() -> None:
     a = ap.parse_args()
     t0 = time.perf_counter()
     pipe = FlowTokPipeline.from_pretrained(a.model, device="cpu")
-    if a.temperature is not None:
-        pipe.config.flow.temperature = a.temperature
-    row: dict = {"name": a.name, "model": a.model, "temperature": pipe.config.flow.temperature,
+    temp = pipe.config.flow.temperature if a.temperature is None else a.temperature
+    row: dict = {"name": a.name, "model": a.model, "temperature": temp,
                  "guidance": pipe.config.flow.guidance if a.guidance is None else a.guidance,
                  "steps": a.steps or pipe.config.flow.steps}
     g, st = a.guidance, a.steps
 
     canon = canonical_prompts(200, seed=0)
-    res = score_images(list(generate(pipe, canon, 1, 0, g, st)), canon)
+    res = score_images(list(generate(pipe, canon, 1, 0, g, st, temp)), canon)
     row["canonical_all_correct"] = res["all_correct"]
 
     partial = partial_prompts(32, seed=0)
-    images = generate(pipe, partial, a.per_prompt, 1000, g, st)
+    images = generate(pipe, partial, a.per_prompt, 1000, g, st, temp)
     prompts = [p for p in partial for _ in range(a.per_prompt)]
     res = score_images(list(images), prompts)
     row["partial_stated_correct"] = res["all_correct"]
@@ -128,15 +128,15 @@ def main() -> None:
         for key, style in HELDOUT_STYLES.items():
             pairs = heldout_prompts(a.heldout, seed=0, style=style)
             wordings, truth = [w for w, _ in pairs], [c for _, c in pairs]
-            res = score_images(list(generate(pipe, wordings, 1, 0, g, st)), truth)
+            res = score_images(list(generate(pipe, wordings, 1, 0, g, st, temp)), truth)
             row[f"{key}_all_correct"] = res["all_correct"]
-    row["source"] = source_spread(pipe, partial)
+    row["source"] = source_spread(pipe, partial, temp)
     row["eval_s"] = round(time.perf_counter() - t0, 1)
     if a.grid:
         save_grid(images.reshape(len(partial), a.per_prompt, *images.shape[1:])[:8, :8], a.grid)
     if a.grid_heldout:
         first = [w for w, _ in heldout_prompts(8, seed=0)]
-        save_grid(generate(pipe, first, 8, 0, g, st).reshape(8, 8, *images.shape[1:]), a.grid_heldout)
+        save_grid(generate(pipe, first, 8, 0, g, st, temp).reshape(8, 8, *images.shape[1:]), a.grid_heldout)
         row["grid_heldout_prompts"] = first
     print(json.dumps(row))
     if not a.no_log:
