@@ -19,8 +19,7 @@ import torch
 from flowtok.data.imagefolder import load_folder
 from flowtok.eval.recon import mean_psnr
 from flowtok.tokenizer.linear_basis import LinearBasis
-from flowtok.tokenizer.model import to_uint8_images
-from flowtok.train.tokenizer_task import uint8_to_float
+from flowtok.tokenizer.model import to_uint8_images, uint8_to_float
 
 TRAIN_SCORED = 300  # training images scored (the fit's own data: an upper bound)
 

@@ -335,6 +335,11 @@ def unpatchify(patches: torch.Tensor, p: int, grid: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------- uint8 pixels
 
 
+def uint8_to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [-1, 1]: what the encoder takes."""
+    return images.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
 def to_uint8_tensor(images: torch.Tensor) -> torch.Tensor:
     """Float images (..., 3, H, W) in [-1, 1] (what ``decode`` returns) -> uint8 (..., H, W, 3)
     on their device: computed in float32, clamped to [-1, 1], scaled to [0, 255], rounded (half
@@ -413,7 +418,7 @@ class Tokenizer(nn.Module):
         if images.dtype == torch.uint8:
             if images.ndim != 4 or images.shape[-1] != 3:
                 raise ConfigError(f"uint8 images must be (B, H, W, 3), got {tuple(images.shape)}")
-            images = images.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+            images = uint8_to_float(images)
         if images.ndim != 4 or images.shape[1] != 3:
             raise ConfigError(f"float images must be (B, 3, H, W), got {tuple(images.shape)}")
         s = self.cfg.image_size

@@ -19,7 +19,7 @@ from flowtok.tokenizer.losses import (
     gan_losses,
     reconstruction_loss,
 )
-from flowtok.tokenizer.model import Tokenizer
+from flowtok.tokenizer.model import Tokenizer, uint8_to_float
 
 EVAL_LIMIT = 300  # held-out images scored at each evaluation
 GRID_IMAGES = 8  # originals / reconstructions shown per sample grid
@@ -30,11 +30,6 @@ GRID_IMAGES = 8  # originals / reconstructions shown per sample grid
 # reconstruction fell back to the all-background image.
 KL_RAMP_FRACTION = 0.25
 STREAM_HEAD = 1024  # streamed (webdataset) images read up front for the output bias
-
-
-def uint8_to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [-1, 1]."""
-    return images.permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def epoch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
