@@ -23,12 +23,12 @@ import json
 import os
 import platform
 import re
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 from importlib import metadata
 from pathlib import Path
 
+from flowtok.atomic import write_text_atomic
 from flowtok.errors import DataError
 
 SCHEMA = "flowtok.gpu_check/1"
@@ -141,14 +141,7 @@ def write_record(out_dir: str | Path, record: dict) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{record['index']:02d}_{record['step']}.json"
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(record, f, indent=1, default=str)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_text_atomic(path, json.dumps(record, indent=1, default=str))
     return path
 
 
