@@ -58,12 +58,8 @@ def sample(
     """
     import torch
 
-    from flowtok.bench.sample import (
-        SampleBenchOptions,
-        require_matplotlib,
-        run_sample_bench,
-        save_plot,
-    )
+    from flowtok.bench.plot import require_matplotlib, save_plot
+    from flowtok.bench.sample import SampleBenchOptions, run_sample_bench
 
     if plot is not None:
         require_matplotlib()  # fail before a long run, not after

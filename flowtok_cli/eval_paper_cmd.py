@@ -55,9 +55,9 @@ def _run(protocol: Protocol, prompts_file: Path, real: Path, model: Path | None,
          guidance: float | None, steps: int, n: int, seed: int, batch_size: int,
          cache_stats: Path | None, save_images: Path | None, weights: Path | None,
          device: str | None, json_out: bool) -> None:
+    from flowtok.device import resolve_device
     from flowtok.eval.fid import fid_of_generated
     from flowtok.pipeline import FlowTokPipeline
-    from flowtok.train.trainer import resolve_device
 
     if n <= 0:
         raise common.usage_error(f"--n must be positive, got {n}")

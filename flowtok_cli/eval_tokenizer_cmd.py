@@ -34,11 +34,11 @@ def tokenizer(
     import numpy as np
 
     from flowtok.data.imagefolder import load_folder
+    from flowtok.device import resolve_device
     from flowtok.errors import DataError
-    from flowtok.eval.recon import mean_psnr, ssim
+    from flowtok.eval.recon import mean_psnr, reconstruct, reconstruction_grid, ssim
     from flowtok.tokenizer.model import Tokenizer
-    from flowtok.train.tokenizer_task import reconstruct, reconstruction_grid, shapes_prompts
-    from flowtok.train.trainer import resolve_device
+    from flowtok.train.tokenizer_task import shapes_prompts
 
     tok = Tokenizer.from_pretrained(tokenizer, device=resolve_device(device))
     data = load_folder(folder, tok.cfg.image_size, limit=n, background=tok.cfg.background)

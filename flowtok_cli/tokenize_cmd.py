@@ -62,8 +62,8 @@ def tokenize(
     from flowtok.data import tokenize_parts
     from flowtok.data.imagefolder import image_formats, scan_folder
     from flowtok.data.shards import FAILED_FILE
+    from flowtok.device import env_info, local_device
     from flowtok.tokenizer.model import Tokenizer
-    from flowtok.train.distributed import env_info, local_device
 
     if fmt not in tokenize_parts.FORMATS:
         raise common.usage_error(f"--format {fmt}: use {' or '.join(tokenize_parts.FORMATS)}")

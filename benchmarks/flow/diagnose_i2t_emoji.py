@@ -17,10 +17,11 @@ from pathlib import Path
 import torch
 
 from flowtok.config import load_config
+from flowtok.data.latents import latents_from_folder
 from flowtok.pipeline import load_direction
 from flowtok.text.encoders import build_text_encoder
 from flowtok.tokenizer.model import Tokenizer
-from flowtok.train.flow_task import TextCache, latents_from_folder
+from flowtok.train.flow_task import TextCache
 
 N = 300
 

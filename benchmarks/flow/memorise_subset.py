@@ -18,10 +18,10 @@ import time
 import torch
 
 from flowtok.config import apply_overrides, load_preset
+from flowtok.data.latents import latents_from_folder
 from flowtok.flow.model import TextImageFlow
 from flowtok.text.encoders import build_text_encoder
 from flowtok.tokenizer.model import Tokenizer
-from flowtok.train.flow_task import latents_from_folder
 
 
 def main() -> None:

@@ -53,7 +53,6 @@ from flowtok.bench.baseline_2d import (
     TEXT_TOKENS,
     Baseline2D,
 )
-from flowtok.bench.plot import require_matplotlib, save_plot  # noqa: F401 - the CLI's import path
 from flowtok.bench.timing import Timing, matmul_ceiling, synchronize, time_call, timing_method
 from flowtok.config import FlowTokConfig
 from flowtok.device import (

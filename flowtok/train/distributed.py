@@ -24,16 +24,7 @@ import torch
 from torch import nn
 
 from flowtok.config import TrainConfig
-
-# The process-group helpers live in flowtok.device (data tokenizing uses them too); they are
-# re-exported here for callers that import them from the trainer's package.
-from flowtok.device import (  # noqa: F401
-    DistInfo,
-    env_info,
-    init_process_group,
-    local_device,
-    move_to,
-)
+from flowtok.device import init_process_group, move_to
 from flowtok.errors import ConfigError
 
 STEP_SEED_STRIDE = 1_000_003  # generator seed for step s: seed * stride + s

@@ -18,9 +18,7 @@ import torch
 from torch import nn
 
 from flowtok.config import FlowTokConfig
-
-# latents_from_folder is re-exported: the CLI and benchmark scripts import it from here
-from flowtok.data.latents import LatentSet, latents_from_folder, stream_head  # noqa: F401
+from flowtok.data.latents import LatentSet, stream_head
 from flowtok.flow.model import TextImageFlow
 from flowtok.tokenizer.model import Tokenizer, to_uint8_images
 from flowtok.train.tokenizer_task import epoch_indices
