@@ -90,6 +90,10 @@ class TextConfig:
     # caption to one source instead of each to its own. Measured on shapes at weight 1: no
     # held-out gain over the same run without it (RESULTS "Fourth pass"), so no preset sets it
     wording_weight: float = 0.0
+    # text -> image: std of Gaussian noise added to each token's text features while training,
+    # relative to that token's RMS, so the projector maps features near a training wording's
+    # (an unseen wording of the same scene) to sources near that wording's
+    feature_noise: float = 0.0
     caption_weight: float = 1.0  # cross-entropy weight of the caption decoder (image-to-text)
     decoder_noise: float = 0.0  # std of noise on z_text while training the decoder (robust to flow errors)
     decoder_depth: int = 2  # caption decoder blocks (paper: 6)

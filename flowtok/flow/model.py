@@ -18,7 +18,7 @@ from flowtok.flow.objective import cfg_indicator, flow_loss, sample_timesteps, s
 from flowtok.flow.sampler import euler_sample
 from flowtok.flow.transformer import FlowTransformer
 from flowtok.text.decoder import CaptionDecoder
-from flowtok.text.projector import TextProjector, gaussian_kl
+from flowtok.text.projector import TextProjector, gaussian_kl, perturb_features
 
 DIRECTIONS = ("t2i", "i2t")
 LATENT_STATS = ("channel", "element")
@@ -78,6 +78,8 @@ class TextImageFlow(nn.Module):
         Returns (total loss, logged parts)."""
         tc, fc = self.cfg.text, self.cfg.flow
         B, dev = feats.shape[0], feats.device
+        if tc.feature_noise > 0 and self.direction == "t2i":
+            feats = perturb_features(feats, tc.feature_noise, generator)
         mean, logvar = self.projector(feats)
         if source_bins is None:
             noise = torch.randn(mean.shape, generator=generator, device=dev)

@@ -77,3 +77,13 @@ class TextProjector(nn.Module):
 def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mean, exp(logvar)) || N(0, 1)), summed over K, C and averaged over the batch."""
     return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).flatten(1).sum(1).mean()
+
+
+def perturb_features(feats: torch.Tensor, scale: float,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """feats (B, K, D) plus Gaussian noise of std ``scale`` x each token's RMS over D
+    (``text.feature_noise``): a token of zeros (padding) stays zero, and the noise is relative,
+    so it means the same for any encoder's feature scale."""
+    rms = feats.pow(2).mean(dim=-1, keepdim=True).sqrt()
+    noise = torch.randn(feats.shape, generator=generator, device=feats.device, dtype=feats.dtype)
+    return feats + scale * rms * noise
