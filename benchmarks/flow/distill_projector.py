@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import time
 from pathlib import Path
 
 import torch
 
+from flowtok.data.imagefolder import read_captions
 from flowtok.data.shapes_wordings import training_variants
 from flowtok.pipeline import FlowTokPipeline
 
@@ -48,8 +48,7 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.time()
     pipe = FlowTokPipeline.from_pretrained(args.model, device="cpu")
-    lines = (Path(args.data) / "metadata.jsonl").read_text().splitlines()
-    captions = sorted({json.loads(line)["text"] for line in lines if line.strip()})
+    captions = sorted(set(read_captions(Path(args.data)).values()))
     if args.cache is not None and args.cache.exists():
         feats = torch.load(args.cache, weights_only=True)
     else:

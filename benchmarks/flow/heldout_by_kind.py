@@ -1,8 +1,9 @@
 """Held-out wording accuracy split by scene kind, over several seeds (issue 24, bar d).
 
 diversity_eval.py scores each held-out set once (one seed, one number); this splits the same
-150 prompts of each set into one-object (every attribute stated), two-object and partial
-(size and / or place unstated) scenes and averages N seeds, to see where the failures are:
+150 prompts of each set into full (one object, every attribute stated), two-object and partial
+(size and / or place unstated) scenes, as heldout_wordings.py names them, and averages N
+seeds, to see where the failures are:
 
     python benchmarks/flow/heldout_by_kind.py runs/I_plain/model --seeds 2 --temperature 0.7
 
@@ -18,8 +19,10 @@ from collections import defaultdict
 
 import numpy as np
 import torch
+from diversity_eval import generate  # this folder's scripts (run as a script, it is on sys.path)
+from heldout_wordings import scene_kind
 
-from flowtok.data.shapes import canonical_prompts, parse_caption
+from flowtok.data.shapes import canonical_prompts
 from flowtok.data.shapes_wordings import HELDOUT_STYLES, heldout_prompts
 from flowtok.eval.shapes_eval import score_images
 from flowtok.pipeline import FlowTokPipeline
@@ -27,20 +30,12 @@ from flowtok.pipeline import FlowTokPipeline
 SEED_STRIDE = 1000  # seed s draws with seed s * SEED_STRIDE, far from diversity_eval's seeds
 
 
-def scene_kind(caption: str) -> str:
-    specs = parse_caption(caption)
-    if len(specs) == 2:
-        return "two"
-    return "partial" if specs[0].size is None or specs[0].position is None else "one"
-
-
 def correct_per_seed(pipe, prompts, truths, seeds, guidance, temperature) -> np.ndarray:
     """(seeds, prompts) booleans: was the image of each prompt right under each seed."""
     rows = []
     for s in range(seeds):
-        images = pipe(prompts, num_images_per_prompt=1, seed=s * SEED_STRIDE, batch_size=256,
-                      guidance_scale=guidance, temperature=temperature)
-        result = score_images([np.asarray(im.convert("RGB")) for im in images], truths)
+        images = generate(pipe, prompts, 1, s * SEED_STRIDE, guidance, None, temperature)
+        result = score_images(list(images), truths)
         wrong = {f["index"] for f in result["failures"]}
         rows.append([i not in wrong for i in range(len(prompts))])
     return np.asarray(rows)
