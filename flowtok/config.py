@@ -179,6 +179,11 @@ class TrainConfig:
     # (flowtok.data.shapes_wordings; other captions are kept as they are), one drawn per sample
     # and step, so the projector learns meaning rather than one grammar
     caption_paraphrases: int = 0
+    # with caption_paraphrases: the share of samples that train on the data's own caption (the
+    # rest draw one of its paraphrases uniformly); None = every wording equally (1 / n). More
+    # paraphrases widen what the projector reads but, at one share each, train the caption the
+    # user's grammar most likely follows less (benchmarks/RESULTS.md, issue 24 fifth pass)
+    caption_share: float | None = None
     # text -> image, few images per caption (emoji: two drawings of each name): image j of the k
     # training images sharing a caption takes its source noise's first coordinate from the j-th
     # of k equal-probability bins of N(0, 1). The source stays N(0, I) per caption, and which

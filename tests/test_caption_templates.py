@@ -168,3 +168,21 @@ def test_wording_weight_is_off_without_several_wordings(shapes_like):
     assert "wording" not in task.loss(b, 0)[1]
     task = _paraphrase_task(shapes_like, ["text.wording_weight=1.0"])
     assert task.loss(b, 0)[1]["wording"] > 0
+
+
+def test_caption_share_sets_how_often_the_data_s_own_caption_is_trained(shapes_like):
+    task = _paraphrase_task(shapes_like, ["train_flow.caption_share=0.6"])
+    picks = task.pick_templates(20000, torch.Generator().manual_seed(0))
+    share = (picks == 0).float().mean().item()
+    assert share == pytest.approx(0.6, abs=0.015)
+    others = torch.bincount(picks[picks > 0], minlength=5)[1:].float()
+    assert others.min() / others.max() > 0.9  # the paraphrases share the rest evenly
+    uniform = _paraphrase_task(shapes_like).pick_templates(20000, torch.Generator().manual_seed(0))
+    assert (uniform == 0).float().mean().item() == pytest.approx(0.2, abs=0.015)
+
+
+@pytest.mark.parametrize("extra", [["train_flow.caption_share=1.5"],
+                                   ["train_flow.caption_share=0.5", "train_flow.caption_paraphrases=0"]])
+def test_caption_share_out_of_range_or_without_paraphrases_is_refused(shapes_like, extra):
+    with pytest.raises(ConfigError, match="caption_share"):
+        _paraphrase_task(shapes_like, extra)

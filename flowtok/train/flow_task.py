@@ -105,6 +105,12 @@ class FlowTask:
                 raise ConfigError("train_flow.caption_templates and caption_paraphrases are "
                                   "two ways to vary captions: set one")
         self.n_variants = len(self.templates) or max(self.paraphrases, 1)
+        share = self.tcfg.caption_share
+        if share is not None and (self.paraphrases < 2 or not 0.0 <= share <= 1.0):
+            from flowtok.errors import ConfigError
+
+            raise ConfigError(f"train_flow.caption_share={share} needs caption_paraphrases >= 2 "
+                              "and a share in [0, 1]")
         self.source_bins = None
         if self.tcfg.stratified_source:
             from flowtok.errors import ConfigError
@@ -209,10 +215,16 @@ class FlowTask:
 
     def pick_templates(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """(n,) wording columns for a global batch; no draw at all with one wording, so
-        runs without templates or paraphrases keep their random stream."""
+        runs without templates or paraphrases keep their random stream. Column 0 is the data's
+        own caption: drawn with probability ``caption_share`` when that is set."""
         if self.n_variants == 1:
             return torch.zeros(n, dtype=torch.long)
-        return torch.randint(0, self.n_variants, (n,), generator=generator)
+        share = self.tcfg.caption_share
+        if share is None:
+            return torch.randint(0, self.n_variants, (n,), generator=generator)
+        own = torch.rand(n, generator=generator) < share
+        other = torch.randint(1, self.n_variants, (n,), generator=generator)
+        return torch.where(own, torch.zeros_like(other), other)
 
     def loss(self, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         if "captions" in batch:  # streamed: the frozen encoder runs on this batch's captions
