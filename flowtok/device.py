@@ -7,6 +7,7 @@ rather than in ``flowtok.train``. Defaults are the safe ones: fp32 on a CPU, spe
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import warnings
@@ -192,4 +193,16 @@ def init_process_group(device: torch.device) -> DistInfo:
     if info.world > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=PROCESS_GROUP_TIMEOUT)
+        atexit.register(leave_process_group)
     return info
+
+
+def leave_process_group() -> None:
+    """Destroy the process group while the interpreter is still whole. A rank that exits with
+    gloo's worker threads alive can abort (SIGABRT) during interpreter teardown when they free
+    tensors that still hold Python references; torchrun then kills the other ranks (seen as a
+    rare failure of the 2-process tests). No-op when there is no group."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
