@@ -69,6 +69,10 @@ class TextConfig:
     proj_heads: int = 4
     proj_ffn: int = 512
     proj_dropout: float = 0.1
+    # K learned latent queries read the text tokens (one sequence, self-attention) and become
+    # z_text, instead of text token i becoming latent token i: what lands in a latent slot is
+    # chosen by content, not by where a word sits in the sentence (issue 24, new wordings)
+    proj_queries: bool = False
     kl_weight: float = 1e-4  # gamma_1 (paper): weight of z_text's posterior KL to N(0, I)
     normalize_latent: bool = False  # RMS-normalise z_text's mean per sample (stops it shrinking to 0)
     min_std: float = 0.0  # text->image: floor on z_text's posterior std (keeps the flow's source a distribution)

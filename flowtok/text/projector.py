@@ -18,13 +18,19 @@ from flowtok.layers import Block, sincos_1d
 
 
 class TextProjector(nn.Module):
-    """Transformer blocks over K text tokens -> Gaussian posterior (mean, logvar), each (B, K, C)."""
+    """Transformer blocks over K text tokens -> Gaussian posterior (mean, logvar), each (B, K, C).
+
+    By default latent token i is what text token i becomes (the paper). With
+    ``cfg.proj_queries`` K learned queries join the text tokens in one sequence and only the
+    queries are read out, so a word's position in the sentence does not fix the latent slot
+    it lands in."""
 
     def __init__(self, cfg: TextConfig, length: int, channels: int):
         super().__init__()
         w = cfg.proj_width
         self.inp = nn.Linear(cfg.feature_dim, w)
         self.register_buffer("pos", sincos_1d(length, w)[None], persistent=False)
+        self.queries = nn.Parameter(0.02 * torch.randn(1, length, w)) if cfg.proj_queries else None
         self.blocks = nn.ModuleList(
             Block(w, cfg.proj_heads, cfg.proj_ffn, cfg.proj_dropout) for _ in range(cfg.proj_depth)
         )
@@ -41,8 +47,12 @@ class TextProjector(nn.Module):
     def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """feats (B, K, D) -> mean, logvar (B, K, C)."""
         x = self.inp(feats) + self.pos
+        if self.queries is not None:  # read out the queries, which come first
+            x = torch.cat([self.queries.expand(len(x), -1, -1), x], dim=1)
         for blk in self.blocks:
             x = blk(x)
+        if self.queries is not None:
+            x = x[:, : self.queries.shape[1]]
         mean, logvar = self.out(self.norm(x)).chunk(2, dim=-1)
         if self.normalize:  # unit RMS over (K, C): the flow's source keeps the image side's scale
             mean = mean * torch.rsqrt(mean.pow(2).mean(dim=(1, 2), keepdim=True) + 1e-6)
