@@ -71,7 +71,9 @@ class TextConfig:
     proj_dropout: float = 0.1
     # K learned latent queries read the text tokens (one sequence, self-attention) and become
     # z_text, instead of text token i becoming latent token i: what lands in a latent slot is
-    # chosen by content, not by where a word sits in the sentence (issue 24, new wordings)
+    # chosen by content, not by where a word sits in the sentence (issue 24, new wordings).
+    # Measured on shapes from scratch: held-out wordings 83.0 / 78.7% against 80.3 / 78.7%
+    # without (RESULTS "Fifth pass", K_query vs K_share), 16% slower: in no preset
     proj_queries: bool = False
     kl_weight: float = 1e-4  # gamma_1 (paper): weight of z_text's posterior KL to N(0, I)
     normalize_latent: bool = False  # RMS-normalise z_text's mean per sample (stops it shrinking to 0)
