@@ -81,6 +81,14 @@ class TextConfig:
     # feature slot 0 ([CLS]) carries the masked mean of the token features, L2-normalised to
     # rms 1: MiniLM's trained sentence embedding, which paraphrases share, beside the tokens
     pooled_token: bool = False
+    # encoder layers (1 = first) whose outputs are joined along features, each pooled on its own
+    # when pooled_token is set; () = the last layer only. A lower layer keeps more of each word
+    # and less of the sentence around it, which new sentence frames scramble less: on shapes,
+    # a probe of MiniLM layers (3, 6) recovered 92-93% of held-out scenes against 77-93% for
+    # layer 6 alone (benchmarks/flow/text_probe.py, RESULTS "Sixth pass"). feature_dim must be
+    # the encoder's width times the number of layers (MiniLM: 384 each). No flow run measures it
+    # yet, so no preset sets it
+    feature_layers: tuple[int, ...] = ()
     align_weight: float = 1.0  # gamma_2 (paper); 0 for image-to-text
     # what z_text is contrasted with: "text" = MLP(text features) (paper), "image" = the paired
     # (normalised) image latent, which also pulls z_text towards its image: a shorter flow path

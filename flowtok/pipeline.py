@@ -120,7 +120,7 @@ def check_finite_weights(module: torch.nn.Module, path: Path) -> None:
 
 def _shared_parts(cfg: FlowTokConfig) -> tuple:
     return (cfg.K, cfg.C, cfg.text.encoder, cfg.text.encoder_path, cfg.text.feature_dim,
-            cfg.text.pooled_token)
+            cfg.text.pooled_token, tuple(cfg.text.feature_layers))
 
 
 def direction_config(cfg: FlowTokConfig, folder: Path) -> FlowTokConfig:
@@ -192,7 +192,8 @@ class FlowTokPipeline:
 
             t = self.config.text
             self._text_encoder = build_text_encoder(t.encoder, self.config.K, t.feature_dim,
-                                                    t.encoder_path, pooled_token=t.pooled_token
+                                                    t.encoder_path, pooled_token=t.pooled_token,
+                                                    feature_layers=t.feature_layers
                                                     ).to(self.device)
         return self._text_encoder
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from flowtok.errors import ConfigError
+
 
 class TextTokenizer:
     """Prompts <-> K token ids, with no model weights (captioning decodes ids with this alone)."""
@@ -43,6 +45,37 @@ class TextEncoder(nn.Module):
     length: int
     tokenizer: TextTokenizer
     pooled_token: bool = False  # slot 0 carries the sentence embedding (TextConfig.pooled_token)
+    feature_layers: tuple[int, ...] = ()  # layers joined along features; () = last (TextConfig)
+
+    def hidden_states(self, ids: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        """Each layer's output [(B, K, width)], first layer first (encoders that can pick layers)."""
+        raise ConfigError(f"the {type(self).__name__} text encoder cannot pick layers "
+                          "(text.feature_layers); leave it empty")
+
+    def use_layers(self, layers: tuple[int, ...]) -> None:
+        """Read the outputs of ``layers`` (1 = first), joined along features: ``dim`` grows to
+        width x len(layers). Checked against the encoder's depth here, not at the first prompt."""
+        if not layers:
+            return
+        depth = self.num_layers()
+        bad = [i for i in layers if not 1 <= i <= depth]
+        if bad or len(set(layers)) != len(layers):
+            raise ConfigError(f"text.feature_layers={list(layers)}: pick distinct layers from 1 to "
+                              f"{depth} (the encoder's depth)")
+        self.feature_layers = tuple(layers)
+        self.dim = self.dim * len(layers)
+
+    def num_layers(self) -> int:
+        """How many layers ``hidden_states`` returns."""
+        raise ConfigError(f"the {type(self).__name__} text encoder cannot pick layers "
+                          "(text.feature_layers); leave it empty")
+
+    def features(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, K, dim): the last layer, or the chosen layers side by side."""
+        if not self.feature_layers:
+            return self(ids, mask)
+        states = self.hidden_states(ids, mask)
+        return torch.cat([states[i - 1] for i in self.feature_layers], -1)
 
     def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.tokenizer.tokenize(prompts)
@@ -58,8 +91,11 @@ class TextEncoder(nn.Module):
         """Prompts -> (B, K, D) float32 features on the encoder's device."""
         ids, mask = self.tokenize(prompts)
         dev = next(self.parameters()).device
-        feats = self(ids.to(dev), mask.to(dev)).float()
-        return with_pooled_token(feats, mask.to(dev)) if self.pooled_token else feats
+        feats = self.features(ids.to(dev), mask.to(dev)).float()
+        if not self.pooled_token:
+            return feats
+        parts = feats.split(feats.shape[-1] // max(len(self.feature_layers), 1), -1)
+        return torch.cat([with_pooled_token(p, mask.to(dev)) for p in parts], -1)  # one per layer
 
 
 def with_pooled_token(feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

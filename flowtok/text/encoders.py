@@ -74,6 +74,13 @@ class _HFTextEncoder(TextEncoder):
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, K, D)
 
+    def hidden_states(self, ids: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        return list(out.hidden_states[1:])  # [0] is the embedding output
+
+    def num_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
     def train(self, mode: bool = True):  # frozen: always eval (no dropout)
         return super().train(False)
 
@@ -171,9 +178,16 @@ class TinyTextEncoder(TextEncoder):
         self.tokenizer = ByteTokenizer(length)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.hidden_states(ids, mask)[-1]
+
+    def hidden_states(self, ids: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        """Two "layers": the byte embedding, then the context mix (so layer picking is testable)."""
         x = self.embed(ids)  # (B, K, D)
         ctx = (x * mask[..., None]).sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp(min=1)[..., None]
-        return torch.tanh(self.mix(x + ctx))
+        return [x, torch.tanh(self.mix(x + ctx))]
+
+    def num_layers(self) -> int:
+        return 2
 
 
 ENCODERS = ("minilm", "clip", "tiny")
@@ -181,20 +195,24 @@ ENCODERS = ("minilm", "clip", "tiny")
 
 def build_text_encoder(
     name: str, length: int, dim: int, path: str | None = None, allow_download: bool = False,
-    pooled_token: bool = False,
+    pooled_token: bool = False, feature_layers: tuple[int, ...] = (),
 ) -> TextEncoder:
     """Build the named encoder for K = ``length`` tokens; ``dim`` must match its feature width.
-    ``pooled_token``: slot 0 of ``encode`` carries the sentence embedding (with_pooled_token)."""
+    ``pooled_token``: slot 0 of ``encode`` carries the sentence embedding (with_pooled_token);
+    ``feature_layers``: read these layers' outputs side by side (TextConfig.feature_layers)."""
     if name == "minilm":
         enc = load_minilm(length)
     elif name == "clip":
         enc = load_clip(path, length, allow_download)
     elif name == "tiny":
-        enc = TinyTextEncoder(length, dim)
+        enc = TinyTextEncoder(length, dim // max(len(feature_layers), 1))  # dim: all layers
     else:
         raise ConfigError(f"unknown text encoder {name!r}; choose one of: {', '.join(ENCODERS)}")
+    enc.use_layers(tuple(feature_layers))
     if enc.dim != dim:
-        raise ConfigError(f"text.feature_dim={dim} but the {name} encoder gives {enc.dim}-d features")
+        layers = f" with text.feature_layers={list(feature_layers)}" if feature_layers else ""
+        raise ConfigError(f"text.feature_dim={dim} but the {name} encoder{layers} gives {enc.dim}-d "
+                          f"features; set text.feature_dim={enc.dim}")
     enc.pooled_token = pooled_token
     return enc
 

@@ -83,13 +83,22 @@ class MiniLM(TextEncoder):
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """ids, mask (B, K) -> (B, K, D); padded keys are masked out, padded rows still computed."""
+        return self.hidden_states(ids, mask)[-1]
+
+    def hidden_states(self, ids: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        """Every layer's output [(B, K, D)], layer 1 first."""
         K = ids.shape[1]
         x = F.embedding(ids, self.word_emb) + self.type_emb[0]  # token type 0; BertModel's order of sums,
         x = self.emb_norm(x + self.pos_emb[:K])  # so rounding matches it bit for bit
         keep = mask.bool()[:, None, None, :]  # (B, 1, 1, K)
+        out = []
         for layer in self.layers:
             x = layer(x, keep)
-        return x
+            out.append(x)
+        return out
+
+    def num_layers(self) -> int:
+        return len(self.layers)
 
     def train(self, mode: bool = True):  # frozen: always eval (there is no dropout anyway)
         return super().train(False)

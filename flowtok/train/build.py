@@ -72,7 +72,7 @@ def build_flow_task(cfg: FlowTokConfig, direction: str, tokenizer: str | Path, d
     prompts = _shapes_prompts(eval_prompts, first_caption) if direction == "t2i" else None
     t = cfg.text
     encoder = build_text_encoder(t.encoder, cfg.K, t.feature_dim, t.encoder_path,
-                                 pooled_token=t.pooled_token)
+                                 pooled_token=t.pooled_token, feature_layers=t.feature_layers)
     start = None
     if init is not None:
         from flowtok.pipeline import FlowTokPipeline
