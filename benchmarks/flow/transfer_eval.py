@@ -61,6 +61,8 @@ def main() -> None:
     ap.add_argument("--grid", default=None, help="write an 8-per-caption grid PNG here")
     ap.add_argument("--out", default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--guidance", type=float, default=None, help="default: the model's")
+    ap.add_argument("--temperature", type=float, default=None, help="default: the model's")
     a = ap.parse_args()
     t0 = time.perf_counter()
     data = Path(a.data)
@@ -72,16 +74,19 @@ def main() -> None:
     real_acc = float((knn_predict(val, refs, ref_y) == np.array([label[c] for c in val_caps])).mean())
 
     pipe = FlowTokPipeline.from_pretrained(a.model, device="cpu")
-    images = pipe(captions, num_images_per_prompt=a.per_caption, seed=a.seed, batch_size=256)
+    images = pipe(captions, num_images_per_prompt=a.per_caption, seed=a.seed, batch_size=256,
+                  guidance_scale=a.guidance, temperature=a.temperature)
     prompts = [c for c in captions for _ in range(a.per_caption)]
     gen = np.stack([grey(im, a.side) for im in images])
     pred = knn_predict(gen, refs, ref_y)
     truth = np.array([label[c] for c in prompts])
     per_caption = {c: float((pred[truth == i] == i).mean()) for i, c in enumerate(captions)}
 
-    out = Path(a.out or Path("runs") / "transfer" / Path(a.model).parent.name)
+    out = Path(a.out or Path("runs") / "transfer" / f"{Path(a.model).parent.name}_g{a.guidance}")
     write_folder(out, np.stack([np.asarray(im.convert("RGB")) for im in images]), prompts)
-    row = {"model": a.model, "temperature": pipe.config.flow.temperature,
+    row = {"model": a.model,
+           "temperature": pipe.config.flow.temperature if a.temperature is None else a.temperature,
+           "guidance": pipe.config.flow.guidance if a.guidance is None else a.guidance,
            "knn_accuracy_generated": float((pred == truth).mean()),
            "knn_accuracy_real_val": real_acc, "per_caption_accuracy": per_caption}
     for kind in a.features:
