@@ -1,11 +1,10 @@
 """Non-causal softmax attention in Triton, forward and backward, tuned for short sequences.
 
-FlowTok's flow transformer attends over 77 tokens with head dim 72. At that size (fp16 /
-bf16) every query block sees all keys in one 128-wide tile, so the forward needs no
-online-softmax rescaling and, on Hopper, the backward is one launch (dK, dV and dQ from the
-same program). Longer sequences, fp32 (exact fp32 dots need small tiles) and the backward
-before Hopper (whose 128-key accumulators spill) use the usual FlashAttention-2 key loop and
-three backward launches (delta, dK dV, dQ).
+FlowTok's flow transformer attends over 77 tokens with head dim 72. The kernels also hold a
+one-tile variant for up to 128 keys (ONE_KV_BLOCK: no online-softmax rescaling; on Hopper a
+one-launch backward), but its forward measured wrong on an H200 (``forward_blocks``), so every
+length takes the usual FlashAttention-2 key loop and three backward launches (delta, dK dV,
+dQ) until it is fixed.
 
 Head dims that are not a power of two are split into a power-of-two main part and a small
 tail (72 = 64 + 16 masked to 8) instead of padding to 128: 80 columns of tensor-core work
@@ -35,7 +34,6 @@ from flowtok_kernels import shapes
 from flowtok_kernels.triton_ops import _op
 
 MAX_HEAD_DIM = 256
-ONE_BLOCK_MAX_KEYS = 128  # keys that fit one tile: the forward skips rescaling, backward is one launch
 LOG2E = 1.4426950408889634
 
 
@@ -379,42 +377,37 @@ def device_arch(device: torch.device | None = None) -> int:
 
 def forward_blocks(n_q: int, n_k: int, d: int, dtype: torch.dtype,
                    arch: int = 90) -> AttentionBlocks:
-    """Tiles chosen from ahead-of-time compiles for sm_90a and sm_80 (registers, spills, resident
-    blocks: tests/kernels/triton_aot_check.py, table in benchmarks/RESULTS.md), not yet from
-    GPU timings: rerun ``flowtok bench kernels --tune`` there before trusting them.
+    """Tiles for the forward. fp32 takes small tiles (exact fp32 dots stay out of local memory);
+    fp16 / bf16 take 64 queries x 64-key steps with 4 warps, one warpgroup (wgmma's 64 rows on
+    Hopper), at any length.
 
-    Up to 128 keys: 64 queries x all keys with 4 warps, one warpgroup (wgmma's 64 rows on
-    Hopper): ~150 registers at head dim 72 on sm_90a (~230 on sm_80), two or more blocks per
-    SM where 8 warps held one. Before Hopper a 128-wide head takes 32 queries (64 spill there)."""
+    The one-tile forward (all of up to 128 keys in one step, no rescaling) is not chosen: on an
+    H200 (torch 2.11, Triton 3.6; scripts/kernel_diag.py, benchmarks/RESULTS.md) its output at
+    FlowTok's 77 x 72 was wrong by ~2 (max abs, against values of ~2) while the same shape
+    through the key loop matched the reference (6e-3, as the csrc kernel), so the key loop is
+    the default until the one-tile kernel is found and fixed. ``launch_forward(..., cfg)`` and
+    ``--tune`` still reach it for that work."""
     d0, d1 = split_head_dim(d)
     if dtype == torch.float32:  # fp32 FMA dots need small tiles to stay out of local memory
         return AttentionBlocks(d0, d1, 16, 32, False, num_warps=4, num_stages=1)
-    if n_k <= ONE_BLOCK_MAX_KEYS:
-        block_n = max(16, triton.next_power_of_2(n_k))
-        block_m = min(32 if arch < 90 and d0 + d1 >= 128 else 64,
-                      max(16, triton.next_power_of_2(n_q)))
-        return AttentionBlocks(d0, d1, block_m, block_n, True, num_warps=4, num_stages=1)
-    return AttentionBlocks(d0, d1, 64, 64, False, num_warps=4, num_stages=2)
+    block_m = min(64, max(16, triton.next_power_of_2(n_q)))
+    return AttentionBlocks(d0, d1, block_m, 64, False, num_warps=4, num_stages=1)
 
 
 def backward_blocks(n_q: int, n_k: int, d: int, dtype: torch.dtype,
                     arch: int = 90) -> AttentionBlocks:
-    """Up to 128 keys on Hopper: one launch, all keys x 64 queries per step with 8 warps, so
-    every product has 64 rows per warpgroup and compiles to wgmma (heads wider than 80: 16
-    queries, which stay out of local memory). Before Hopper mma.sync's 128-key dK, dV
-    accumulators spill at any query step, so there delta, dK dV and dQ are three launches with
-    32 (wide heads: 16) queries x 64 keys and 4 warps; long key ranges on Hopper take the same
-    three launches with 64 x 64 tiles and 8 warps."""
+    """Three launches (delta, dK dV looping over queries, dQ looping over keys) at every length:
+    on Hopper 64 x 64 tiles with 8 warps, so every product has 64 rows per warpgroup (wgmma);
+    before Hopper 32 (wide heads: 16) queries x 64 keys with 4 warps, where mma.sync's 128-key
+    dK, dV accumulators would spill. The one-launch backward (all of up to 128 keys in one
+    program, which also writes dQ) shares the one-tile layout whose forward measured wrong on
+    an H200 (see ``forward_blocks``), so it is left to ``--tune`` until it is checked there."""
     d0, d1 = split_head_dim(d)
     wide = d0 + d1 > 80
     if dtype == torch.float32:
         return AttentionBlocks(d0, d1, 16, 32, False, num_warps=4, num_stages=1)
     if arch < 90:
         return AttentionBlocks(d0, d1, 16 if wide else 32, 64, False, num_warps=4, num_stages=1)
-    if n_k <= ONE_BLOCK_MAX_KEYS:
-        block_n = max(16, triton.next_power_of_2(n_k))
-        block_m = 16 if wide else min(64, max(16, triton.next_power_of_2(n_q)))
-        return AttentionBlocks(d0, d1, block_m, block_n, True, num_warps=8, num_stages=1)
     return AttentionBlocks(d0, d1, 64, 64, False, num_warps=8, num_stages=1)
 
 
@@ -464,9 +457,7 @@ def tuning_candidates(n_q: int, n_k: int, d: int, dtype: torch.dtype,
                                    warps, base.num_stages)
             if cand not in out and (not backward or block_m <= 64):
                 out.append(cand)
-    if not backward and base.one_kv_block:  # the same shape through the key loop
-        out.append(AttentionBlocks(base.d0, base.d1, 64, 64, False, 4, 2))
-    return out
+    return out  # no one-tile candidate: it measured wrong on an H200 (forward_blocks)
 
 
 def attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
