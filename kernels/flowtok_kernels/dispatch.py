@@ -43,8 +43,13 @@ IMPLEMENTED: dict[str, tuple[str, ...]] = {
     "gated_residual": ("triton", "cuda", "torch"),
     "euler_cfg_step": ("triton", "cuda", "torch"),
 }
+# attention: PyTorch's SDPA. On an H200 (torch 2.11, bf16, 128 x 16 heads x 77 x 72; benchmarks/
+# RESULTS.md "GPU check") SDPA took 0.052 ms forward and 0.29 ms forward + backward, the Triton
+# kernel 0.43 / 2.58 ms when launched eagerly (0.072 ms forward inside a CUDA graph: most of
+# its time is host-side launch cost), the csrc kernel 1.63 / 5.29 ms. `flowtok bench kernels`
+# on a user's GPU still overrides this per shape class (flowtok_kernels.measured).
 AUTO_ORDER_CUDA: dict[str, tuple[str, ...]] = {
-    "attention": ("triton", "sdpa"),
+    "attention": ("sdpa",),
     "layernorm_modulate": ("cuda", "triton", "torch"),
     "residual_layernorm_modulate": ("cuda", "triton", "torch"),
     "gated_residual": ("cuda", "triton", "torch"),

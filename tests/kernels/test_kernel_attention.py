@@ -129,9 +129,10 @@ def test_full_flowtok_shape_low_precision_on_gpu(clean_env, dtype):
 
 
 @pytest.mark.gpu
-def test_auto_uses_triton_for_short_bf16_sequences_on_gpu(clean_env):
+def test_auto_uses_sdpa_for_attention_on_gpu_without_a_measurement(clean_env):
+    """SDPA measured 8x faster than the eager Triton kernel on an H200 (dispatch.AUTO_ORDER_CUDA)."""
     report = fk.backend_report("cuda")
-    assert report["attention"]["backend"] == "triton", report["attention"]
+    assert report["attention"]["backend"] == "sdpa", report["attention"]
 
 
 def test_no_grad_path_matches_and_records_no_graph(device, clean_env):
