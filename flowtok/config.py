@@ -85,9 +85,10 @@ class TextConfig:
     # when pooled_token is set; () = the last layer only. A lower layer keeps more of each word
     # and less of the sentence around it, which new sentence frames scramble less: on shapes,
     # a probe of MiniLM layers (3, 6) recovered 92-93% of held-out scenes against 77-93% for
-    # layer 6 alone (benchmarks/flow/text_probe.py, RESULTS "Sixth pass"). feature_dim must be
-    # the encoder's width times the number of layers (MiniLM: 384 each). No flow run measures it
-    # yet, so no preset sets it
+    # layer 6 alone (benchmarks/flow/text_probe.py, RESULTS "Sixth pass"), but the flow trained
+    # on them (W_cat36) drew held-out wordings no better (78.5 / 75.5% vs 80.0 / 78.3%, 4 seeds),
+    # so no preset sets it. feature_dim must be the encoder's width times the number of layers
+    # (MiniLM: 384 each)
     feature_layers: tuple[int, ...] = ()
     align_weight: float = 1.0  # gamma_2 (paper); 0 for image-to-text
     # what z_text is contrasted with: "text" = MLP(text features) (paper), "image" = the paired
