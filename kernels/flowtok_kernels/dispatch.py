@@ -32,7 +32,7 @@ from flowtok_kernels import measured, reference
 
 BACKENDS = ("auto", "triton", "cuda", "xformers", "sdpa", "torch")
 ENV_VAR = "FLOWTOK_KERNELS"
-SHORT_KEYS = measured.SHORT_KEYS  # attention: Triton's one-tile kernel covers up to 128 keys
+SHORT_KEYS = measured.SHORT_KEYS  # attention: the short-sequence regime (FlowTok's 77 tokens)
 TRITON_MAX_HEAD_DIM = 256
 
 # What each op can run on, and what auto tries on a CUDA device, in order.

@@ -385,8 +385,8 @@ def forward_blocks(n_q: int, n_k: int, d: int, dtype: torch.dtype,
     H200 (torch 2.11, Triton 3.6; scripts/kernel_diag.py, benchmarks/RESULTS.md) its output at
     FlowTok's 77 x 72 was wrong by ~2 (max abs, against values of ~2) while the same shape
     through the key loop matched the reference (6e-3, as the csrc kernel), so the key loop is
-    the default until the one-tile kernel is found and fixed. ``launch_forward(..., cfg)`` and
-    ``--tune`` still reach it for that work."""
+    the default until the one-tile kernel is found and fixed; only an explicit
+    ``launch_forward(..., cfg)`` reaches it (scripts/kernel_diag.py's ``+one`` cases)."""
     d0, d1 = split_head_dim(d)
     if dtype == torch.float32:  # fp32 FMA dots need small tiles to stay out of local memory
         return AttentionBlocks(d0, d1, 16, 32, False, num_warps=4, num_stages=1)
@@ -401,7 +401,8 @@ def backward_blocks(n_q: int, n_k: int, d: int, dtype: torch.dtype,
     before Hopper 32 (wide heads: 16) queries x 64 keys with 4 warps, where mma.sync's 128-key
     dK, dV accumulators would spill. The one-launch backward (all of up to 128 keys in one
     program, which also writes dQ) shares the one-tile layout whose forward measured wrong on
-    an H200 (see ``forward_blocks``), so it is left to ``--tune`` until it is checked there."""
+    an H200 (see ``forward_blocks``), so only an explicit ``launch_backward(..., cfg)`` reaches
+    it until it is checked there."""
     d0, d1 = split_head_dim(d)
     wide = d0 + d1 > 80
     if dtype == torch.float32:
