@@ -7,6 +7,9 @@ each (op, backend, variant) alone under CUDA_LAUNCH_BLOCKING=1 and prints one JS
 
     python scripts/kernel_diag.py              # all cases, writes JSON lines to stdout
     python scripts/kernel_diag.py --case attention:triton:fwd   # one case, in this process
+
+Inputs are bf16; DIAG_FP16=1 makes them fp16 (the Triton CPU interpreter computes bf16 dots
+wrongly, so a CPU rehearsal of the Triton cases needs it).
 """
 
 from __future__ import annotations
@@ -45,10 +48,10 @@ def run_case(case: str, device: str, small: bool) -> dict:
 
     op, backend, variant = case.split(":")
     g = torch.Generator(device=device).manual_seed(0)
-    bf = torch.float16 if os.environ.get("DIAG_FP16") else torch.bfloat16
+    low = torch.float16 if os.environ.get("DIAG_FP16") else torch.bfloat16
 
     def rnd(*shape):
-        return torch.randn(*shape, device=device, generator=g, dtype=torch.float32).to(bf)
+        return torch.randn(*shape, device=device, generator=g, dtype=torch.float32).to(low)
 
     def sync():
         if device == "cuda":
@@ -56,25 +59,24 @@ def run_case(case: str, device: str, small: bool) -> dict:
 
     if op == "attention":
         return attention_case(backend, variant.split("+"), small, rnd, sync)
+    b, n, w = (2, 77, 128) if small else ROWS
+    x, y = rnd(b, n, w), rnd(b, n, w)
+    gate, shift, scale = (0.5 * rnd(b, w) for _ in range(3))
+    if op == "layernorm_modulate":
+        out = fk.layernorm_modulate(x, shift, scale, backend=backend)
+        ref = reference.layernorm_modulate(x.float(), shift.float(), scale.float())
+    elif op == "residual_layernorm_modulate":
+        out = fk.residual_layernorm_modulate(x, gate, y, shift, scale, backend=backend)[1]
+        ref = reference.residual_layernorm_modulate(x.float(), gate.float(), y.float(),
+                                                    shift.float(), scale.float())[1]
+    elif op == "gated_residual":
+        out = fk.gated_residual(x, gate, y, backend=backend)
+        ref = reference.gated_residual(x.float(), gate.float(), y.float())
     else:
-        b, n, w = (2, 77, 128) if small else ROWS
-        x, y = rnd(b, n, w), rnd(b, n, w)
-        gate, shift, scale = (0.5 * rnd(b, w) for _ in range(3))
-        if op == "layernorm_modulate":
-            out = fk.layernorm_modulate(x, shift, scale, backend=backend)
-            ref = reference.layernorm_modulate(x.float(), shift.float(), scale.float())
-        elif op == "residual_layernorm_modulate":
-            out = fk.residual_layernorm_modulate(x, gate, y, shift, scale, backend=backend)[1]
-            ref = reference.residual_layernorm_modulate(x.float(), gate.float(), y.float(),
-                                                        shift.float(), scale.float())[1]
-        elif op == "gated_residual":
-            out = fk.gated_residual(x, gate, y, backend=backend)
-            ref = reference.gated_residual(x.float(), gate.float(), y.float())
-        else:
-            xf = x.float()
-            dt, s = torch.tensor(0.05, device=device), torch.tensor(1.5, device=device)
-            out = fk.euler_cfg_step_(xf.clone(), y.float(), x.float() * 0.3, dt, s, backend=backend)
-            ref = reference.euler_cfg_step_(xf.clone(), y.float(), x.float() * 0.3, dt, s)
+        xf = x.float()
+        dt, s = torch.tensor(0.05, device=device), torch.tensor(1.5, device=device)
+        out = fk.euler_cfg_step_(xf.clone(), y.float(), x.float() * 0.3, dt, s, backend=backend)
+        ref = reference.euler_cfg_step_(xf.clone(), y.float(), x.float() * 0.3, dt, s)
     sync()
     return {"err": float((out.float() - ref.float()).abs().max()),
             "ref_scale": float(ref.float().abs().max())}

@@ -21,6 +21,7 @@ import torch
 from diversity_eval import generate  # this folder's script (run as a script, it is on sys.path)
 
 from flowtok.data.shapes import canonical_prompts, partial_prompts
+from flowtok.eval.diversity import pixel_diversity
 from flowtok.eval.shapes_eval import score_images
 from flowtok.pipeline import FlowTokPipeline
 
@@ -28,10 +29,9 @@ PER_PROMPT = 8
 
 
 def pixel_spread(images: np.ndarray, prompts: int) -> float:
-    """Mean squared pixel distance between two samples of one prompt, averaged over prompts."""
-    x = images.reshape(prompts, PER_PROMPT, -1).astype(np.float32) / 255
-    pairs = PER_PROMPT * (PER_PROMPT - 1)
-    return float(np.mean([((a[:, None] - a[None]) ** 2).mean(-1).sum() / pairs for a in x]))
+    """Mean pairwise per-pixel MSE among one prompt's samples, averaged over prompts."""
+    groups = images.reshape(prompts, PER_PROMPT, *images.shape[1:]).astype(np.float32) / 255
+    return float(np.mean([pixel_diversity(g) for g in groups]))
 
 
 def main() -> None:

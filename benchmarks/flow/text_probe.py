@@ -81,11 +81,7 @@ def hidden_states(encoder, prompts: list[str]) -> tuple[list[torch.Tensor], torc
     masks = []
     for i in range(0, len(prompts), 512):
         ids, mask = encoder.tokenize(prompts[i:i + 512])
-        x = F.embedding(ids, encoder.word_emb) + encoder.type_emb[0]
-        x = encoder.emb_norm(x + encoder.pos_emb[: ids.shape[1]])
-        keep = mask.bool()[:, None, None, :]
-        for j, layer in enumerate(encoder.layers):
-            x = layer(x, keep)
+        for j, x in enumerate(encoder.hidden_states(ids, mask)):
             outs[j].append(x)
         masks.append(mask)
     return [torch.cat(o) for o in outs], torch.cat(masks)

@@ -49,8 +49,7 @@ class TextEncoder(nn.Module):
 
     def hidden_states(self, ids: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
         """Each layer's output [(B, K, width)], first layer first (encoders that can pick layers)."""
-        raise ConfigError(f"the {type(self).__name__} text encoder cannot pick layers "
-                          "(text.feature_layers); leave it empty")
+        raise self._cannot_pick_layers()
 
     def use_layers(self, layers: tuple[int, ...]) -> None:
         """Read the outputs of ``layers`` (1 = first), joined along features: ``dim`` grows to
@@ -67,8 +66,11 @@ class TextEncoder(nn.Module):
 
     def num_layers(self) -> int:
         """How many layers ``hidden_states`` returns."""
-        raise ConfigError(f"the {type(self).__name__} text encoder cannot pick layers "
-                          "(text.feature_layers); leave it empty")
+        raise self._cannot_pick_layers()
+
+    def _cannot_pick_layers(self) -> ConfigError:
+        return ConfigError(f"the {type(self).__name__} text encoder cannot pick layers "
+                           "(text.feature_layers); leave it empty")
 
     def features(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, K, dim): the last layer, or the chosen layers side by side."""
