@@ -199,6 +199,10 @@ class TrainConfig:
     # paraphrases widen what the projector reads but, at one share each, train the caption the
     # user's grammar most likely follows less (benchmarks/RESULTS.md, issue 24 fifth pass)
     caption_share: float | None = None
+    # with caption_paraphrases: which wordings paraphrase a caption (flowtok.data.shapes_wordings
+    # TRAINING_STYLES): "train" (the designed training side, disjoint from the held-out sets by
+    # construction) or "wide" (that plus natural English written blind to every held-out set)
+    caption_style: str = "train"
     # text -> image, few images per caption (emoji: two drawings of each name): image j of the k
     # training images sharing a caption takes its source noise's first coordinate from the j-th
     # of k equal-probability bins of N(0, 1). The source stays N(0, I) per caption, and which

@@ -37,6 +37,8 @@
 #   --preset P       preset of the train and sample benches (default XL; on cpu tiny)
 #   --budget S       total seconds for all steps (default 660; on cpu 3600)
 #   --only LIST      comma list of steps to run (default: all), e.g. --only build,pytest
+#   --step-budget STEP:S  one step's own budget in seconds (repeatable), e.g. sample:500 for a
+#                    call that runs only the sampling comparison (torch.compile rows take minutes)
 #   --tests PATHS    what `pytest -m gpu` collects (default: tests)
 #   --python PY      interpreter (default: $PYTHON, else python3, else python)
 set -uo pipefail
@@ -50,6 +52,7 @@ DEVICE=cuda
 PRESET=""
 TOTAL_BUDGET=""
 ONLY=""
+STEP_BUDGETS=()
 TESTS="tests"
 PY="${PYTHON:-}"
 while [ $# -gt 0 ]; do
@@ -59,6 +62,7 @@ while [ $# -gt 0 ]; do
     --preset) PRESET="$2"; shift 2 ;;
     --budget) TOTAL_BUDGET="$2"; shift 2 ;;
     --only) ONLY="$2"; shift 2 ;;
+    --step-budget) STEP_BUDGETS+=("$2"); shift 2 ;;
     --tests) TESTS="$2"; shift 2 ;;
     --python) PY="$2"; shift 2 ;;
     -h|--help) sed -n '2,/^set -uo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
@@ -93,6 +97,11 @@ else
 fi
 for step in ${ONLY//,/ }; do
   [[ ",$PLAN" == *",$step:"* ]] || { echo "gpu_check: --only: no step $step" >&2; exit 2; }
+done
+for override in "${STEP_BUDGETS[@]}"; do
+  [[ "$override" =~ ^([a-z]+):([0-9]+)$ && ",$PLAN" == *",${BASH_REMATCH[1]}:"* ]] ||
+    { echo "gpu_check: --step-budget takes STEP:SECONDS with a known step, got $override" >&2; exit 2; }
+  PLAN="$(sed -E "s/(^|,)${BASH_REMATCH[1]}:[0-9]+/\\1${BASH_REMATCH[1]}:${BASH_REMATCH[2]}/" <<<"$PLAN")"
 done
 RESERVE_S=5     # kept back from --budget for writing the last record
 MIN_STEP_S=10   # a step given less than this is skipped, not started

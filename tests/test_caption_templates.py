@@ -186,3 +186,16 @@ def test_caption_share_sets_how_often_the_data_s_own_caption_is_trained(shapes_l
 def test_caption_share_out_of_range_or_without_paraphrases_is_refused(shapes_like, extra):
     with pytest.raises(ConfigError, match="caption_share"):
         _paraphrase_task(shapes_like, extra)
+
+
+def test_caption_style_picks_the_wordings_a_caption_trains_with(shapes_like):
+    from flowtok.data.shapes_wordings import training_variants, wide_training_style
+
+    narrow = _paraphrase_task(shapes_like)
+    wide = _paraphrase_task(shapes_like, ["train_flow.caption_style=wide"])
+    cap = next(c for c in narrow.train.captions if c.startswith("a "))
+    assert narrow.variants(cap) == training_variants(cap, 5, 0)
+    assert wide.variants(cap) == training_variants(cap, 5, 0, wide_training_style())
+    assert wide.variants(cap) != narrow.variants(cap) and wide.variants(cap)[0] == cap
+    with pytest.raises(ConfigError, match="caption_style"):
+        _paraphrase_task(shapes_like, ["train_flow.caption_style=fancy"])

@@ -121,8 +121,17 @@ def test_only_runs_the_named_steps(tmp_path):
     assert list(records(tmp_path)) == ["kernels", "train"]
 
 
+def test_step_budget_overrides_one_steps_own_budget(tmp_path):
+    run_script(tmp_path, "--device", "cpu", "--budget", "12", "--only", "env,train",
+               "--step-budget", "train:7")
+    plan = {p["step"]: p["budget_s"] for p in records(tmp_path)["env"]["run"]["plan"]}
+    assert plan["train"] == 7 and plan["env"] == 600 and plan["sample"] == 600
+
+
 def test_the_script_rejects_unknown_arguments(tmp_path):
     assert run_script(tmp_path, "--frobnicate").returncode == 2
+    assert run_script(tmp_path, "--step-budget", "bench:30").returncode == 2
+    assert run_script(tmp_path, "--step-budget", "sample:lots").returncode == 2
     assert run_script(tmp_path, "--device", "tpu").returncode == 2
     assert run_script(tmp_path, "--only", "kernels,bench").returncode == 2
     assert "--budget S" in run_script(tmp_path, "--help").stdout

@@ -34,9 +34,18 @@ SIZE_WORDS = {"small": "small", "little": "small", "mini": "small", "miniature":
               "tiny": "small", "petite": "small", "teeny": "small",
               "large": "large", "huge": "large", "giant": "large", "enormous": "large",
               "massive": "large", "big": "large", "oversized": "large", "bigger": "large"}
-ROW_WORDS = {"top": "top", "upper": "top", "bottom": "bottom", "lower": "bottom"}
-COL_WORDS = {"left": "left", "right": "right"}
-MIDDLE_WORDS = {"center", "centre", "middle", "central"}
+# the wide training style's and the third held-out set's further size words (read independently)
+SIZE_WORDS |= {w: "small" for w in ("wee", "itty", "bitty", "minuscule", "diminutive", "compact",
+                                    "smallish", "pint", "dinky", "undersized", "baby")}
+SIZE_WORDS |= {w: "large" for w in ("jumbo", "gigantic", "hefty", "sizable", "sizeable", "bulky",
+                                    "great", "immense", "colossal", "mammoth", "king", "biggish",
+                                    "largish", "whopping", "fat")}
+ROW_WORDS = {"top": "top", "upper": "top", "bottom": "bottom", "lower": "bottom",
+             "north": "top", "south": "bottom"}
+COL_WORDS = {"left": "left", "right": "right", "west": "left", "east": "right"}
+COMPASS = {"northwest": ("top", "left"), "northeast": ("top", "right"),
+           "southwest": ("bottom", "left"), "southeast": ("bottom", "right")}
+MIDDLE_WORDS = {"center", "centre", "middle", "central", "heart"}
 _OBJ = rf"(?:an? )?(?:{'|'.join(PALETTE)}) (?:{'|'.join(SHAPES)})"
 # Two-object wordings, each with the meaning the test author reads in it: which mention is left.
 TWO_OBJECT_READINGS = [
@@ -69,6 +78,11 @@ TWO_OBJECT_READINGS = [
     (rf"(?P<L>{_OBJ}) and on its right (?P<R>{_OBJ})", "LR"),
     (rf"(?P<L>{_OBJ}) plus (?P<R>{_OBJ}) further right", "LR"),
     (rf"show me (?P<L>{_OBJ}) on the left and (?P<R>{_OBJ}) on the right", "LR"),
+    # the third held-out style
+    (rf"from left to right, (?P<L>{_OBJ}) and (?P<R>{_OBJ})", "LR"),
+    (rf"(?P<R>{_OBJ}) with (?P<L>{_OBJ}) on its left", "LR"),
+    (rf"one (?P<L>{_OBJ}) left side and one (?P<R>{_OBJ}) right side", "LR"),
+    (rf"draw (?P<L>{_OBJ}) and, to its right, (?P<R>{_OBJ})", "LR"),
 ]
 # The partial grammar the canonical captions of heldout_prompts must be in.
 PARTIAL_CAPTION = re.compile(
@@ -98,13 +112,13 @@ def read(text: str) -> list[tuple[str, str, str | None, str | None]]:
         m = re.fullmatch(pattern, text)
         if m:
             return [(*_object(m["L"]), None, "left"), (*_object(m["R"]), None, "right")]
-    w = words(text)
+    w = words(text.replace("right in the ", "in the "))  # "right" as in "just" (third set)
     colors, shapes = [t for t in w if t in PALETTE], [t for t in w if t in SHAPES]
     assert len(colors) == len(shapes) == 1, text
     sizes = {SIZE_WORDS[t] for t in w if t in SIZE_WORDS}
     assert len(sizes) <= 1, text
-    rows = {ROW_WORDS[t] for t in w if t in ROW_WORDS}
-    cols = {COL_WORDS[t] for t in w if t in COL_WORDS}
+    rows = {ROW_WORDS[t] for t in w if t in ROW_WORDS} | {COMPASS[t][0] for t in w if t in COMPASS}
+    cols = {COL_WORDS[t] for t in w if t in COL_WORDS} | {COMPASS[t][1] for t in w if t in COMPASS}
     assert len(rows) <= 1 and len(cols) <= 1, text
     if rows or cols:
         position = " ".join([*rows, *cols])
@@ -275,6 +289,50 @@ def test_styles_share_only_the_judges_vocabulary():
         assert not set(W.TRAIN_STYLE.wheres[pos]) & set(W.HELDOUT_STYLE.wheres[pos])
     assert not set(W.TRAIN_STYLE.frames) & set(W.HELDOUT_STYLE.frames)
     assert not set(W.TRAIN_STYLE.pair_frames) & set(W.HELDOUT_STYLE.pair_frames)
+
+
+def test_the_wide_style_keeps_training_style_and_reads_back():
+    wide = W.wide_training_style()
+    assert wide is W.training_style("wide") and W.training_style("train") is W.TRAIN_STYLE
+    assert set(W.TRAIN_STYLE.frames) < set(wide.frames)
+    assert set(W.TRAIN_STYLE.pair_frames) < set(wide.pair_frames)
+    for pos in POSITIONS:
+        assert set(W.TRAIN_STYLE.wheres[pos]) < set(wide.wheres[pos])
+    rng = np.random.default_rng(0)
+    specs = all_specs()
+    for i in rng.choice(len(specs), 80, replace=False):
+        texts = W.wordings(specs[i], wide)
+        assert texts and max(W.approx_tokens(t) for t in texts) <= W.MAX_TOKENS
+        if len(specs[i]) == 1:
+            assert all(read(t) == as_tuples(list(specs[i])) for t in texts), specs[i]
+        else:  # two objects: which is left is checked by reading each frame in review, not here
+            left, right = (f"{s.color} {s.shape}" for s in specs[i])
+            assert all(t.count(left) == 1 and t.count(right) == 1 for t in texts)
+    with pytest.raises(ValueError, match="caption style"):
+        W.training_style("fancy")
+
+
+def test_training_variants_in_the_wide_style_keep_the_scene():
+    wide = W.wide_training_style()
+    cap = "a small red circle in the top left"
+    v = W.training_variants(cap, 12, seed=0, style=wide)
+    assert v[0] == cap and len({normal(t) for t in v}) == 12
+    assert v != W.training_variants(cap, 12, seed=0)  # not the narrow style's wordings
+    assert all(read(t) == [("red", "circle", "small", "top left")] for t in v)
+
+
+def test_heldout_prompts_can_avoid_every_wording_a_training_style_makes():
+    wide = W.wide_training_style()
+    for style in W.HELDOUT_STYLES.values():
+        pairs = W.heldout_prompts(150, seed=0, style=style, avoid=wide)
+        assert len(pairs) == 150
+        for wording, canonical in pairs:
+            specs = parse_caption(canonical)
+            assert normal(wording) not in set(W.wordings(specs, wide)), wording
+            assert read(wording) == read(canonical), (wording, canonical)
+    # without avoid, the blind-written third set does share wordings with training styles
+    plain = W.heldout_prompts(150, seed=0, style=W.HELDOUT_STYLES["heldout3"])
+    assert any(normal(w) in set(W.wordings(parse_caption(c), wide)) for w, c in plain)
 
 
 # ---------------------------------------------------------------- heldout_prompts

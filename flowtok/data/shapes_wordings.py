@@ -42,6 +42,16 @@ without the determiner / preposition every training wording starts with ("big re
 circle left, blue square right"). Both sides share the surface variants: a capital first letter and
 a final period (MiniLM is uncased; the period is one token).
 
+Two styles come from other files, each written by someone who had read neither this module
+nor any held-out set (benchmarks/RESULTS.md, issue 24 seventh pass): ``wide_training_style``
+(TRAIN_STYLE plus the natural English of shapes_wordings_wide: dozens of size words, ~20 place
+phrases per cell, 94 one-object and 73 two-object frames), a training option
+(train_flow.caption_style "wide"), and ``heldout3_style`` (shapes_wordings_heldout3), a third
+held-out set. Written blind, they share some wordings with the other sides by chance (as a
+user's prompts would): ``heldout_prompts(..., avoid=style)`` words each scene only in ways a
+training style never does, checked by ``can_word`` without listing the wide style's wordings
+(hundreds of thousands per scene).
+
 Wordings stay within MAX_TOKENS WordPiece tokens (the text encoder keeps 16 with [CLS] / [SEP]);
 fills that would not fit are never drawn.
 """
@@ -62,13 +72,18 @@ from flowtok.data.shapes import PALETTE, POSITIONS, SHAPES, SIZES, ObjectSpec
 
 MAX_TOKENS = 14  # WordPiece tokens of a wording, without [CLS] / [SEP] (the encoder keeps 16)
 # vocabulary words WordPiece splits ("cy", "##an")
-EXTRA_PIECES: dict[str, int] = {"cyan": 1, "teeny": 1}
+EXTRA_PIECES: dict[str, int] = {
+    "cyan": 1, "teeny": 1, "biggish": 2, "bitty": 1, "diminutive": 2, "dinky": 1, "gimme": 1,
+    "hefty": 2, "itty": 1, "jumbo": 1, "largish": 2, "minuscule": 1, "obj": 1, "pint": 1,
+    "pos": 1, "sizeable": 1, "smallish": 1, "undersized": 2, "whopping": 1,
+}
 P_CAPITAL = 0.25  # share of wordings with a capital first letter
 P_PERIOD = 0.25  # share of wordings ending in "."
 HELDOUT_TWO_FRACTION = 0.15  # share of two-object scenes in heldout_prompts
 HELDOUT_PARTIAL_FRACTION = 0.15  # share of partial one-object scenes (size and / or place unstated)
 PARTIAL_KINDS: tuple[tuple[bool, bool], ...] = ((False, False), (True, False), (False, True))
 MAX_DRAWS_PER_VARIANT = 50  # training_variants: draws per wanted variant before repeating
+ENUMERATE_LIMIT = 20_000  # a scene's wordings in a style: above this paraphrase samples lazily
 
 _PIECE = re.compile(r"\w+|[^\w\s]")
 _SLOT = re.compile(r"\{(\w+)\}")
@@ -261,7 +276,67 @@ HELDOUT2_STYLE = WordingStyle(
         "show me a {l} on the left and a {r} on the right",
     ),
 )
-HELDOUT_STYLES: dict[str, WordingStyle] = {"heldout": HELDOUT_STYLE, "heldout2": HELDOUT2_STYLE}
+
+
+# ---------------------------------------------------------------- blind-written styles
+def _by_last_word(table: Mapping[str, tuple[str, ...]]) -> Callable[[str], tuple[str, ...]]:
+    """Prepositions of a place noun from its last word, table["*"] for any other."""
+    return lambda noun: table.get(noun.split()[-1], table["*"])
+
+
+def _union(*groups: Sequence[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(w for g in groups for w in g))
+
+
+@functools.cache  # one object per style: the wording cache keys on the style's identity
+def wide_training_style() -> WordingStyle:
+    """TRAIN_STYLE plus the words and frames of ``shapes_wordings_wide``: natural English written
+    by someone who had not seen any held-out wording set (so it may share words or frames with
+    them by chance, as a user's prompts would; benchmarks/RESULTS.md counts the overlap)."""
+    from flowtok.data import shapes_wordings_wide as wide
+
+    places = {pos: _union(TRAIN_PLACES[pos], wide.WIDE_PLACES[pos]) for pos in POSITIONS}
+    wide_wheres = _wheres(wide.WIDE_PLACES, _by_last_word(wide.WIDE_PREPOSITIONS))
+    return WordingStyle(
+        name="wide",
+        sizes={k: _union(TRAIN_STYLE.sizes[k], wide.WIDE_SIZES[k]) for k in SIZES},
+        places=places,
+        wheres={pos: _union(TRAIN_STYLE.wheres[pos], wide_wheres[pos]) for pos in POSITIONS},
+        frames=_union(TRAIN_STYLE.frames, wide.WIDE_FRAMES),
+        pair_frames=_union(TRAIN_STYLE.pair_frames, wide.WIDE_PAIR_FRAMES),
+    )
+
+
+@functools.cache
+def heldout3_style() -> WordingStyle:
+    """The third held-out set (``shapes_wordings_heldout3``), written blind to every training
+    style: never trained on."""
+    from flowtok.data import shapes_wordings_heldout3 as h3
+
+    return WordingStyle(
+        name="heldout3", sizes=h3.HELDOUT3_SIZES, places=h3.HELDOUT3_PLACES,
+        wheres=_wheres(h3.HELDOUT3_PLACES, _by_last_word(h3.HELDOUT3_PREPOSITIONS)),
+        frames=h3.HELDOUT3_FRAMES, pair_frames=h3.HELDOUT3_PAIR_FRAMES,
+    )
+
+
+# the training side's styles by their config name (train_flow.caption_style)
+TRAINING_STYLES: dict[str, Callable[[], WordingStyle]] = {
+    "train": lambda: TRAIN_STYLE, "wide": wide_training_style,
+}
+
+
+# the held-out sets by name: never trained on
+HELDOUT_STYLES: dict[str, WordingStyle] = {
+    "heldout": HELDOUT_STYLE, "heldout2": HELDOUT2_STYLE, "heldout3": heldout3_style(),
+}
+
+
+def training_style(name: str) -> WordingStyle:
+    """The training style called ``name`` (train_flow.caption_style)."""
+    if name not in TRAINING_STYLES:
+        raise ValueError(f"unknown caption style {name!r}; use one of {sorted(TRAINING_STYLES)}")
+    return TRAINING_STYLES[name]()
 
 
 # ---------------------------------------------------------------- wording
@@ -307,11 +382,12 @@ def _with_articles(text: str) -> str:
 
 
 @functools.lru_cache(maxsize=8192)
-def _fills(
+def _frames_that_fit(
     specs: tuple[ObjectSpec, ...], style: WordingStyle
-) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """(frame, every wording it gives) per usable frame: lower case, no final period, within
-    MAX_TOKENS. Frames with no wording that fits are left out."""
+) -> tuple[tuple[str, str, tuple[str, ...], int], ...]:
+    """(frame, its resolved text, its slots, how many wordings it gives before the length
+    check) per frame whose shortest fill fits in MAX_TOKENS. Enumerates nothing: a wide style
+    words one scene in hundreds of thousands of ways."""
     if len(specs) not in (1, 2):
         raise ValueError(f"a shapes caption describes one or two objects, not {len(specs)}")
     options = _slot_options(specs, style)
@@ -320,17 +396,65 @@ def _fills(
         resolved = _resolve(frame, options)
         if resolved is None:
             continue
-        slots = _SLOT.findall(resolved)
+        slots = tuple(_SLOT.findall(resolved))
+        shortest = {s: min(options[s], key=approx_tokens) for s in slots}
+        if approx_tokens(resolved.format(**shortest)) <= MAX_TOKENS:  # piece counts add up
+            out.append((frame, resolved, slots, int(np.prod([len(options[s]) for s in slots]))))
+    if not out:
+        raise ValueError(f"no {style.name} wording of {specs} fits in {MAX_TOKENS} tokens")
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=8192)
+def _fills(
+    specs: tuple[ObjectSpec, ...], style: WordingStyle
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """(frame, every wording it gives) per usable frame: lower case, no final period, within
+    MAX_TOKENS. Frames with no wording that fits are left out."""
+    options = _slot_options(specs, style)
+    out = []
+    for frame, resolved, slots, _ in _frames_that_fit(specs, style):
         texts = []
         for values in itertools.product(*(options[s] for s in slots)):
             text = _with_articles(resolved.format(**dict(zip(slots, values))))
             if approx_tokens(text) <= MAX_TOKENS:
                 texts.append(text)
-        if texts:
-            out.append((frame, tuple(texts)))
-    if not out:
-        raise ValueError(f"no {style.name} wording of {specs} fits in {MAX_TOKENS} tokens")
+        out.append((frame, tuple(texts)))
     return tuple(out)
+
+
+def _enumerable(specs: tuple[ObjectSpec, ...], style: WordingStyle) -> bool:
+    """Few enough wordings to list them all (the designed styles; not the wide one)."""
+    return sum(n for *_, n in _frames_that_fit(specs, style)) <= ENUMERATE_LIMIT
+
+
+def _article_free(text: str) -> str:
+    return re.sub(r"\ban\b", "a", text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _frame_patterns(specs: tuple[ObjectSpec, ...], style: WordingStyle) -> tuple[re.Pattern, ...]:
+    """One regular expression per usable frame that matches exactly its wordings (articles
+    written "a", length aside)."""
+    options = _slot_options(specs, style)
+    patterns = []
+    for _, resolved, _, _ in _frames_that_fit(specs, style):
+        parts = re.split(r"(\{\w+\})", resolved)
+        source = "".join(
+            "(?:" + "|".join(re.escape(_article_free(o)) for o in options[p[1:-1]]) + ")"
+            if _SLOT.fullmatch(p) else re.escape(_article_free(p)) for p in parts)
+        patterns.append(re.compile(source))
+    return tuple(patterns)
+
+
+def can_word(specs: Sequence[ObjectSpec], style: WordingStyle, text: str) -> bool:
+    """Could ``paraphrase`` word these objects as ``text`` (case and final period aside)?
+    Without listing the style's wordings, so it works for the wide style too."""
+    text = _normal(text)
+    if approx_tokens(text) > MAX_TOKENS:
+        return False
+    text = _article_free(text)
+    return any(p.fullmatch(text) for p in _frame_patterns(tuple(specs), style))
 
 
 def wordings(specs: Sequence[ObjectSpec], style: WordingStyle = TRAIN_STYLE) -> list[str]:
@@ -354,9 +478,22 @@ def paraphrase(
     """A random wording of the same objects: a frame drawn uniformly among those that fit, then
     its words, then the surface. Unstated size or position (None) is not mentioned; two objects
     are told apart by position "left" / "right"."""
-    frames = _fills(tuple(specs), style)
-    _, texts = frames[int(rng.integers(len(frames)))]
-    return _surface(texts[int(rng.integers(len(texts)))], rng)
+    specs = tuple(specs)
+    if _enumerable(specs, style):
+        frames = _fills(specs, style)
+        _, texts = frames[int(rng.integers(len(frames)))]
+        return _surface(texts[int(rng.integers(len(texts)))], rng)
+    # too many to list: draw the frame, then each slot's words, until the wording fits (the
+    # same distribution: uniform over a frame's wordings that fit)
+    frames, options = _frames_that_fit(specs, style), _slot_options(specs, style)
+    _, resolved, slots, _ = frames[int(rng.integers(len(frames)))]
+    shortest = {s: min(options[s], key=approx_tokens) for s in slots}
+    for _ in range(MAX_DRAWS_PER_VARIANT):
+        values = {s: options[s][int(rng.integers(len(options[s])))] for s in slots}
+        text = _with_articles(resolved.format(**values))
+        if approx_tokens(text) <= MAX_TOKENS:
+            return _surface(text, rng)
+    return _surface(_with_articles(resolved.format(**shortest)), rng)
 
 
 def _normal(text: str) -> str:
@@ -368,8 +505,9 @@ def _caption_seed(caption: str) -> int:
     return int.from_bytes(hashlib.blake2b(caption.encode("utf-8"), digest_size=8).digest(), "big")
 
 
-def training_variants(caption: str, n: int, seed: int) -> list[str]:
-    """The caption, then n - 1 TRAIN_STYLE paraphrases of it; [caption] * n outside the grammar.
+def training_variants(caption: str, n: int, seed: int, style: WordingStyle = TRAIN_STYLE
+                      ) -> list[str]:
+    """The caption, then n - 1 ``style`` paraphrases of it; [caption] * n outside the grammar.
 
     Deterministic in (caption, seed). Paraphrases differ from the caption and from each other in
     wording where the style has enough (case and period aside), then in surface, then repeat.
@@ -388,7 +526,7 @@ def training_variants(caption: str, n: int, seed: int) -> list[str]:
     for _ in range(MAX_DRAWS_PER_VARIANT * (n - 1)):
         if len(out) == n:
             break
-        text = paraphrase(specs, rng, TRAIN_STYLE)
+        text = paraphrase(specs, rng, style)
         if _normal(text) not in seen_words:
             seen_words.add(_normal(text))
             seen_exact.add(text)
@@ -440,9 +578,13 @@ def _partial_scenes(rng: np.random.Generator, n: int) -> list[tuple[str, list[Ob
     return scenes
 
 
-def heldout_prompts(n: int, seed: int = 0, style: WordingStyle = HELDOUT_STYLE
-                    ) -> list[tuple[str, str]]:
+def heldout_prompts(n: int, seed: int = 0, style: WordingStyle = HELDOUT_STYLE,
+                    avoid: WordingStyle | None = None) -> list[tuple[str, str]]:
     """n (``style`` wording, canonical caption) pairs for evaluation, shuffled.
+
+    ``avoid``: a training style whose wordings of a scene are never chosen (case and period
+    aside), for held-out sets written apart from it that may share some wordings by chance; a
+    scene left with no wording is dropped, so fewer than n pairs may come back.
 
     Scenes: round(HELDOUT_TWO_FRACTION n) two-object and the rest of the full ones one-object,
     balanced in colour, shape, size and cell (``canonical_prompts``), plus
@@ -472,6 +614,11 @@ def heldout_prompts(n: int, seed: int = 0, style: WordingStyle = HELDOUT_STYLE
     pairs = []
     for text, specs in scenes:
         every = _fills(tuple(specs), style)
+        if avoid is not None:
+            every = tuple((f, kept) for f, ts in every
+                          if (kept := tuple(t for t in ts if not can_word(specs, avoid, t))))
+            if not every:
+                continue
         fresh = [(f, tuple(t for t in ts if t not in taken)) for f, ts in every]
         frames = [(f, ts) for f, ts in fresh if ts] or list(every)  # new wordings first
         counts = np.array([used[frame] for frame, _ in frames])

@@ -105,6 +105,15 @@ class FlowTask:
                 raise ConfigError("train_flow.caption_templates and caption_paraphrases are "
                                   "two ways to vary captions: set one")
         self.n_variants = len(self.templates) or max(self.paraphrases, 1)
+        self.style = None
+        if self.paraphrases:
+            from flowtok.data.shapes_wordings import TRAINING_STYLES, training_style
+            from flowtok.errors import ConfigError
+
+            if self.tcfg.caption_style not in TRAINING_STYLES:
+                raise ConfigError(f"train_flow.caption_style={self.tcfg.caption_style!r}: use one "
+                                  f"of {sorted(TRAINING_STYLES)}")
+            self.style = training_style(self.tcfg.caption_style)
         share = self.tcfg.caption_share
         if share is not None and (self.paraphrases < 2 or not 0.0 <= share <= 1.0):
             from flowtok.errors import ConfigError
@@ -174,7 +183,7 @@ class FlowTask:
         if self.paraphrases:
             from flowtok.data.shapes_wordings import training_variants
 
-            return training_variants(caption, self.paraphrases, self.tcfg.seed)
+            return training_variants(caption, self.paraphrases, self.tcfg.seed, self.style)
         from flowtok.text.templates import apply_template
 
         return [apply_template(t, caption) for t in self.templates] or [caption]
