@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from flowtok.data.shapes import canonical_prompts, partial_prompts
-from flowtok.data.shapes_wordings import HELDOUT_STYLES, heldout_prompts
+from flowtok.data.shapes_wordings import HELDOUT_STYLES, heldout_prompts, training_style
 from flowtok.eval.diversity import diversity_between
 from flowtok.eval.shapes_eval import score_images
 from flowtok.pipeline import FlowTokPipeline
@@ -94,6 +94,8 @@ def main() -> None:
     ap.add_argument("--grid", default=None, help="write an 8-per-prompt grid PNG of 8 prompts here")
     ap.add_argument("--grid-heldout", default=None,
                     help="the same for the first 8 held-out wordings (8 samples each)")
+    ap.add_argument("--grid-set", default="heldout3", choices=sorted(HELDOUT_STYLES),
+                    help="held-out set of the --grid-heldout prompts (default: the blind-written one)")
     ap.add_argument("--out", default=None, help="folder for the generated sets (default runs/div/NAME)")
     ap.add_argument("--no-log", action="store_true")
     a = ap.parse_args()
@@ -134,8 +136,9 @@ def main() -> None:
     row["eval_s"] = round(time.perf_counter() - t0, 1)
     if a.grid:
         save_grid(images.reshape(len(partial), a.per_prompt, *images.shape[1:])[:8, :8], a.grid)
-    if a.grid_heldout:
-        first = [w for w, _ in heldout_prompts(8, seed=0)]
+    if a.grid_heldout:  # wordings no training style makes (the wide one included)
+        first = [w for w, _ in heldout_prompts(8, seed=0, style=HELDOUT_STYLES[a.grid_set],
+                                               avoid=training_style("wide"))]
         save_grid(generate(pipe, first, 8, 0, g, st, temp).reshape(8, 8, *images.shape[1:]), a.grid_heldout)
         row["grid_heldout_prompts"] = first
     print(json.dumps(row))
