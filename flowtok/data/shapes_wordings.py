@@ -89,6 +89,7 @@ _PIECE = re.compile(r"\w+|[^\w\s]")
 _SLOT = re.compile(r"\{(\w+)\}")
 _OPTIONAL = re.compile(r"\[([^\]]*)\]")
 _VOWEL_ARTICLE = re.compile(r"\b([Aa]) (?=[aeiouAEIOU])")
+_AN = re.compile(r"\ban\b")
 
 
 # ---------------------------------------------------------------- styles
@@ -384,10 +385,10 @@ def _with_articles(text: str) -> str:
 @functools.lru_cache(maxsize=8192)
 def _frames_that_fit(
     specs: tuple[ObjectSpec, ...], style: WordingStyle
-) -> tuple[tuple[str, str, tuple[str, ...], int], ...]:
+) -> tuple[tuple[str, str, tuple[str, ...], int, str], ...]:
     """(frame, its resolved text, its slots, how many wordings it gives before the length
-    check) per frame whose shortest fill fits in MAX_TOKENS. Enumerates nothing: a wide style
-    words one scene in hundreds of thousands of ways."""
+    check, its shortest wording) per frame whose shortest wording fits in MAX_TOKENS.
+    Enumerates nothing: a wide style words one scene in hundreds of thousands of ways."""
     if len(specs) not in (1, 2):
         raise ValueError(f"a shapes caption describes one or two objects, not {len(specs)}")
     options = _slot_options(specs, style)
@@ -397,9 +398,11 @@ def _frames_that_fit(
         if resolved is None:
             continue
         slots = tuple(_SLOT.findall(resolved))
-        shortest = {s: min(options[s], key=approx_tokens) for s in slots}
-        if approx_tokens(resolved.format(**shortest)) <= MAX_TOKENS:  # piece counts add up
-            out.append((frame, resolved, slots, int(np.prod([len(options[s]) for s in slots]))))
+        shortest = _with_articles(
+            resolved.format(**{s: min(options[s], key=approx_tokens) for s in slots}))
+        if approx_tokens(shortest) <= MAX_TOKENS:  # piece counts add up
+            n = int(np.prod([len(options[s]) for s in slots]))
+            out.append((frame, resolved, slots, n, shortest))
     if not out:
         raise ValueError(f"no {style.name} wording of {specs} fits in {MAX_TOKENS} tokens")
     return tuple(out)
@@ -413,7 +416,7 @@ def _fills(
     MAX_TOKENS. Frames with no wording that fits are left out."""
     options = _slot_options(specs, style)
     out = []
-    for frame, resolved, slots, _ in _frames_that_fit(specs, style):
+    for frame, resolved, slots, _, _ in _frames_that_fit(specs, style):
         texts = []
         for values in itertools.product(*(options[s] for s in slots)):
             text = _with_articles(resolved.format(**dict(zip(slots, values))))
@@ -425,11 +428,11 @@ def _fills(
 
 def _enumerable(specs: tuple[ObjectSpec, ...], style: WordingStyle) -> bool:
     """Few enough wordings to list them all (the designed styles; not the wide one)."""
-    return sum(n for *_, n in _frames_that_fit(specs, style)) <= ENUMERATE_LIMIT
+    return sum(n for _, _, _, n, _ in _frames_that_fit(specs, style)) <= ENUMERATE_LIMIT
 
 
 def _article_free(text: str) -> str:
-    return re.sub(r"\ban\b", "a", text)
+    return _AN.sub("a", text)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -438,7 +441,7 @@ def _frame_patterns(specs: tuple[ObjectSpec, ...], style: WordingStyle) -> tuple
     written "a", length aside)."""
     options = _slot_options(specs, style)
     patterns = []
-    for _, resolved, _, _ in _frames_that_fit(specs, style):
+    for _, resolved, _, _, _ in _frames_that_fit(specs, style):
         parts = re.split(r"(\{\w+\})", resolved)
         source = "".join(
             "(?:" + "|".join(re.escape(_article_free(o)) for o in options[p[1:-1]]) + ")"
@@ -486,14 +489,13 @@ def paraphrase(
     # too many to list: draw the frame, then each slot's words, until the wording fits (the
     # same distribution: uniform over a frame's wordings that fit)
     frames, options = _frames_that_fit(specs, style), _slot_options(specs, style)
-    _, resolved, slots, _ = frames[int(rng.integers(len(frames)))]
-    shortest = {s: min(options[s], key=approx_tokens) for s in slots}
+    _, resolved, slots, _, shortest = frames[int(rng.integers(len(frames)))]
     for _ in range(MAX_DRAWS_PER_VARIANT):
         values = {s: options[s][int(rng.integers(len(options[s])))] for s in slots}
         text = _with_articles(resolved.format(**values))
         if approx_tokens(text) <= MAX_TOKENS:
             return _surface(text, rng)
-    return _surface(_with_articles(resolved.format(**shortest)), rng)
+    return _surface(shortest, rng)
 
 
 def _normal(text: str) -> str:

@@ -107,13 +107,13 @@ class FlowTask:
         self.n_variants = len(self.templates) or max(self.paraphrases, 1)
         self.style = None
         if self.paraphrases:
-            from flowtok.data.shapes_wordings import TRAINING_STYLES, training_style
+            from flowtok.data.shapes_wordings import training_style
             from flowtok.errors import ConfigError
 
-            if self.tcfg.caption_style not in TRAINING_STYLES:
-                raise ConfigError(f"train_flow.caption_style={self.tcfg.caption_style!r}: use one "
-                                  f"of {sorted(TRAINING_STYLES)}")
-            self.style = training_style(self.tcfg.caption_style)
+            try:
+                self.style = training_style(self.tcfg.caption_style)
+            except ValueError as e:  # an unknown name: say which setting holds it
+                raise ConfigError(f"train_flow.caption_style: {e}") from None
         share = self.tcfg.caption_share
         if share is not None and (self.paraphrases < 2 or not 0.0 <= share <= 1.0):
             from flowtok.errors import ConfigError
