@@ -201,7 +201,8 @@ class TrainConfig:
     caption_share: float | None = None
     # with caption_paraphrases: which wordings paraphrase a caption (flowtok.data.shapes_wordings
     # TRAINING_STYLES): "train" (the designed training side, disjoint from the held-out sets by
-    # construction) or "wide" (that plus natural English written blind to every held-out set)
+    # construction), "wide" (that plus natural English written blind to every held-out set) or
+    # "wider" (wide plus two more blind writers)
     caption_style: str = "train"
     # text -> image, few images per caption (emoji: two drawings of each name): image j of the k
     # training images sharing a caption takes its source noise's first coordinate from the j-th

@@ -83,6 +83,22 @@ TWO_OBJECT_READINGS = [
     (rf"(?P<R>{_OBJ}) with (?P<L>{_OBJ}) on its left", "LR"),
     (rf"one (?P<L>{_OBJ}) left side and one (?P<R>{_OBJ}) right side", "LR"),
     (rf"draw (?P<L>{_OBJ}) and, to its right, (?P<R>{_OBJ})", "LR"),
+    # the validation set
+    (rf"(?P<L>{_OBJ}) on the left versus (?P<R>{_OBJ}) on the right", "LR"),
+    (rf"the (?P<L>{_OBJ}) takes the left, the (?P<R>{_OBJ}) the right", "LR"),
+    (rf"plate (?P<L>{_OBJ}) left of (?P<R>{_OBJ})", "LR"),
+    (rf"(?P<L>{_OBJ}) goes left, (?P<R>{_OBJ}) goes right", "LR"),
+    (rf"expected: (?P<L>{_OBJ}) at left, (?P<R>{_OBJ}) at right", "LR"),
+    (rf"repro: (?P<R>{_OBJ}) drawn to the right of (?P<L>{_OBJ})", "LR"),
+    (rf"look: the (?P<L>{_OBJ}) is left of the (?P<R>{_OBJ})", "LR"),
+    (rf"(?P<L>{_OBJ}), and (?P<R>{_OBJ}) to its right", "LR"),
+    ((rf"(?:radar shows two contacts: |docked side by side: |two elements: |in the dark, |draw "
+      rf"|hey, put )(?P<L>{_OBJ})(?: at)? left,?(?: and)? (?P<R>{_OBJ})(?: at)? right"), "LR"),
+    (rf"(?P<L>{_OBJ}) on the west, (?P<R>{_OBJ}) on the east", "LR"),
+    (rf"(?P<L>{_OBJ}) \(left\) \+ (?P<R>{_OBJ}) \(right\)", "LR"),
+    (rf"beside (?P<L>{_OBJ}), (?P<R>{_OBJ}) rests to its right", "LR"),
+    (rf"the (?P<L>{_OBJ}) shall be left of the (?P<R>{_OBJ})", "LR"),
+    (rf"(?P<R>{_OBJ}), right; (?P<L>{_OBJ}), left; nothing else", "LR"),
 ]
 # The partial grammar the canonical captions of heldout_prompts must be in.
 PARTIAL_CAPTION = re.compile(
@@ -147,7 +163,7 @@ def all_specs() -> list[tuple[ObjectSpec, ...]]:
 @pytest.fixture(scope="module")
 def every_wording() -> dict[str, dict[tuple, list[str]]]:
     return {style.name: {s: W.wordings(s, style) for s in all_specs()}
-            for style in (W.TRAIN_STYLE, *W.HELDOUT_STYLES.values())}
+            for style in (W.TRAIN_STYLE, *W.HELDOUT_STYLES.values(), W.validation_style())}
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +176,8 @@ def sampled_training() -> list[str]:
 
 
 # ---------------------------------------------------------------- content
-@pytest.mark.parametrize("style", [W.TRAIN_STYLE, *W.HELDOUT_STYLES.values()], ids=lambda s: s.name)
+@pytest.mark.parametrize("style", [W.TRAIN_STYLE, *W.HELDOUT_STYLES.values(), W.validation_style()],
+                         ids=lambda s: s.name)
 def test_every_wording_of_every_scene_reads_back_to_that_scene(style, every_wording):
     for specs, texts in every_wording[style.name].items():
         assert texts, specs
@@ -334,17 +351,18 @@ def test_training_variants_in_the_wide_style_keep_the_scene():
 
 
 def test_heldout_prompts_can_avoid_every_wording_a_training_style_makes():
-    wide = W.wide_training_style()
+    wide = W.training_style("wider")  # the widest, the benchmarks' default
     shared = 0
-    for style in W.HELDOUT_STYLES.values():
+    for style in (*W.HELDOUT_STYLES.values(), W.validation_style()):
         pairs = W.heldout_prompts(40, seed=0, style=style, avoid=wide)
-        assert len(pairs) == 40
+        assert 30 <= len(pairs) <= 40  # a scene every wording of which training makes is dropped
         for wording, canonical in pairs:
             assert not W.can_word(parse_caption(canonical), wide, wording), wording
             assert read(wording) == read(canonical), (wording, canonical)
         plain = W.heldout_prompts(40, seed=0, style=style)
         shared += sum(W.can_word(parse_caption(c), wide, w) for w, c in plain)
-    assert shared > 0  # written blind, the sets share some wordings with the wide style
+    assert shared > 0  # written blind, the sets share some wordings with the training style
+    assert W.validation_style() not in [W.training_style(n) for n in W.TRAINING_STYLES]
 
 
 # ---------------------------------------------------------------- heldout_prompts
@@ -399,3 +417,99 @@ def test_heldout_prompts_use_every_heldout_frame_evenly():
     assert len(W.heldout_prompts(1)) == 1
     with pytest.raises(ValueError):
         W.heldout_prompts(0)
+
+
+# ---------------------------------------------------------------- the wider style
+# the two further blind files' own size words, read independently (modifiers such as "very",
+# "kind of", "extra" are ignored: the class comes from the word they modify)
+WIDER_SIZE_WORDS = SIZE_WORDS | {w: "small" for w in (
+    "teensy", "weensy", "itsy", "bitsy", "titchy", "weeny", "bite", "pocket", "modest", "scaled",
+    "dainty", "puny", "lil")} | {w: "large" for w in (
+    "ginormous", "humongous", "tremendous", "vast", "hulking", "chunky", "good", "full",
+    "supersized", "oversize", "whacking", "mega", "outsized", "substantial", "xl", "generously",
+    "fair")}
+ORDINAL_ROWS = {"first row": "top", "top row": "top", "second row": "", "middle row": "",
+                "third row": "bottom", "last row": "bottom", "bottom row": "bottom"}
+ORDINAL_COLS = {"first column": "left", "left column": "left", "second column": "",
+                "middle column": "", "third column": "right", "last column": "right",
+                "right column": "right"}
+CLOCK = {"twelve": "top", "three": "right", "six": "bottom", "nine": "left"}
+EDGE_WORDS = {"head": "top", "foot": "bottom", "base": "bottom", "northern": "top",
+              "southern": "bottom", "western": "left", "eastern": "right"}
+
+
+def read_place(phrase: str) -> str:
+    """The grid cell a place phrase names, read word by word (rows, columns, compass, ordinals,
+    clock positions); "center" when it names neither a row nor a column."""
+    rows, cols = set(), set()
+    for name, row in ORDINAL_ROWS.items():
+        if name in phrase:
+            rows.add(row)
+            phrase = phrase.replace(name, "")
+    for name, col in ORDINAL_COLS.items():
+        if name in phrase:
+            cols.add(col)
+            phrase = phrase.replace(name, "")
+    for w in words(phrase):
+        rows |= {ROW_WORDS.get(w, ""), EDGE_WORDS.get(w, "") if w in ("head", "foot", "base",
+                 "northern", "southern") else "", CLOCK.get(w, "") if w in ("twelve", "six") else ""}
+        cols |= {COL_WORDS.get(w, ""), EDGE_WORDS.get(w, "") if w in ("western", "eastern") else "",
+                 CLOCK.get(w, "") if w in ("three", "nine") else ""}
+    rows.discard("")
+    cols.discard("")
+    assert len(rows) <= 1 and len(cols) <= 1, phrase
+    return " ".join([*rows, *cols]) or "center"
+
+
+def test_the_wider_style_keeps_the_wide_one_and_its_blind_files_say_the_scene():
+    from flowtok.data import shapes_wordings_wide2 as w2
+    from flowtok.data import shapes_wordings_wide3 as w3
+
+    wide, wider = W.wide_training_style(), W.training_style("wider")
+    assert wider is W.wider_training_style()
+    assert set(wide.frames) < set(wider.frames) and set(wide.pair_frames) < set(wider.pair_frames)
+    for pos in POSITIONS:
+        assert set(wide.wheres[pos]) < set(wider.wheres[pos])
+    attribute_words = (set(PALETTE) | set(SHAPES) | set(WIDER_SIZE_WORDS) | set(ROW_WORDS)
+                       | set(COL_WORDS) | MIDDLE_WORDS | set(COMPASS))
+    for sizes, places, preps, frames, pairs in (
+        (w2.WIDE2_SIZES, w2.WIDE2_PLACES, w2.WIDE2_PREPOSITIONS, w2.WIDE2_FRAMES,
+         w2.WIDE2_PAIR_FRAMES),
+        (w3.WIDE3_SIZES, w3.WIDE3_PLACES, w3.WIDE3_PREPOSITIONS, w3.WIDE3_FRAMES,
+         w3.WIDE3_PAIR_FRAMES),
+    ):
+        for size, phrases in sizes.items():
+            for phrase in phrases:
+                assert {WIDER_SIZE_WORDS[w] for w in words(phrase) if w in WIDER_SIZE_WORDS} == {
+                    size}, phrase
+        for pos, phrases in places.items():
+            assert all(read_place(p) == pos for p in phrases), pos
+        for prep in (p for ps in preps.values() for p in ps):  # "right in": "just in"
+            assert not set(words(prep.removeprefix("right "))) & attribute_words, prep
+        for frame in frames:  # the words around the slots name no attribute of their own
+            assert not set(words(re.sub(r"\{\w+\}", " ", frame))) & attribute_words, frame
+        for frame in pairs:  # which side each is on: read in review, as for the wide file
+            assert "{l}" in frame and "{r}" in frame, frame
+    rng = np.random.default_rng(0)
+    specs = all_specs()
+    for i in rng.choice(len(specs), 12, replace=False):
+        texts = [W.paraphrase(specs[i], rng, wider) for _ in range(200)]
+        assert len({normal(t) for t in texts}) > 80
+        assert max(W.approx_tokens(t) for t in texts) <= W.MAX_TOKENS
+        assert all(W.can_word(specs[i], wider, t) for t in texts)
+        for t in texts:  # the scene's colours and shapes and no other ("the former": again)
+            w = set(words(t))
+            assert w & set(PALETTE) == {s.color for s in specs[i]}, t
+            assert w & set(SHAPES) == {s.shape for s in specs[i]}, t
+
+
+def test_a_frame_that_would_leave_a_stated_attribute_out_is_not_used():
+    style = W.WordingStyle(
+        name="t", sizes=W.TRAIN_STYLE.sizes, places=W.TRAIN_STYLE.places,
+        wheres=W.TRAIN_STYLE.wheres, frames=("a {shape} in {color}", "a {np}[ {where}]"),
+        pair_frames=W.TRAIN_STYLE.pair_frames)
+    full = (ObjectSpec("red", "circle", "small", "top"),)
+    bare = (ObjectSpec("red", "circle", None, None),)
+    assert all(read(t) == as_tuples(list(full)) for t in W.wordings(full, style))
+    assert "a circle in red" in W.wordings(bare, style)
+    assert "a circle in red" not in W.wordings((ObjectSpec("red", "circle", None, "top"),), style)

@@ -136,9 +136,9 @@ def main() -> None:
     row["eval_s"] = round(time.perf_counter() - t0, 1)
     if a.grid:
         save_grid(images.reshape(len(partial), a.per_prompt, *images.shape[1:])[:8, :8], a.grid)
-    if a.grid_heldout:  # wordings no training style makes (the wide one included)
+    if a.grid_heldout:  # wordings no training style makes (the widest included)
         first = [w for w, _ in heldout_prompts(8, seed=0, style=HELDOUT_STYLES[a.grid_set],
-                                               avoid=training_style("wide"))]
+                                               avoid=training_style("wider"))]
         save_grid(generate(pipe, first, 8, 0, g, st, temp).reshape(8, 8, *images.shape[1:]), a.grid_heldout)
         row["grid_heldout_prompts"] = first
     print(json.dumps(row))

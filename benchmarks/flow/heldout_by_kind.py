@@ -23,7 +23,13 @@ from diversity_eval import generate  # this folder's scripts (run as a script, i
 from heldout_wordings import scene_kind
 
 from flowtok.data.shapes import canonical_prompts
-from flowtok.data.shapes_wordings import HELDOUT_STYLES, heldout_prompts, training_style
+from flowtok.data.shapes_wordings import (
+    HELDOUT_STYLES,
+    TRAINING_STYLES,
+    heldout_prompts,
+    training_style,
+    validation_style,
+)
 from flowtok.eval.shapes_eval import score_images
 from flowtok.pipeline import FlowTokPipeline
 
@@ -48,18 +54,24 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=150, help="prompts per held-out set")
     ap.add_argument("--guidance", type=float, default=None)
     ap.add_argument("--temperature", type=float, default=None)
-    ap.add_argument("--avoid", default="wide", choices=("wide", "train", "none"),
-                    help="never use a wording this training style makes (default wide: the "
-                         "widest, so models trained with either style get the same prompts)")
+    ap.add_argument("--avoid", default="wider", choices=(*sorted(TRAINING_STYLES), "none"),
+                    help="never use a wording this training style makes (default wider: the "
+                         "widest, so models trained with any style get the same prompts)")
+    ap.add_argument("--sets", nargs="+", default=list(HELDOUT_STYLES),
+                    choices=(*HELDOUT_STYLES, "val"),
+                    help="wording sets to score (default the held-out ones; val: the validation "
+                         "set, for choosing between models)")
     args = ap.parse_args()
     avoid = None if args.avoid == "none" else training_style(args.avoid)
+    styles = {name: validation_style() if name == "val" else HELDOUT_STYLES[name]
+              for name in args.sets}
     torch.set_num_threads(1)
     pipe = FlowTokPipeline.from_pretrained(args.model, device="cpu")
     canon = canonical_prompts(200, seed=0)
     ok = correct_per_seed(pipe, canon, canon, 1, args.guidance, args.temperature)
     out: dict = {"model": args.model, "seeds": args.seeds, "temperature": args.temperature,
                  "guidance": args.guidance, "avoid": args.avoid, "canonical": float(ok.mean())}
-    for name, style in HELDOUT_STYLES.items():
+    for name, style in styles.items():
         pairs = heldout_prompts(args.n, seed=0, style=style, avoid=avoid)
         words, truths = [w for w, _ in pairs], [c for _, c in pairs]
         ok = correct_per_seed(pipe, words, truths, args.seeds, args.guidance, args.temperature)

@@ -73,9 +73,14 @@ from flowtok.data.shapes import PALETTE, POSITIONS, SHAPES, SIZES, ObjectSpec
 MAX_TOKENS = 14  # WordPiece tokens of a wording, without [CLS] / [SEP] (the encoder keeps 16)
 # vocabulary words WordPiece splits ("cy", "##an")
 EXTRA_PIECES: dict[str, int] = {
-    "cyan": 1, "teeny": 1, "biggish": 2, "bitty": 1, "diminutive": 2, "dinky": 1, "gimme": 1,
-    "hefty": 2, "itty": 1, "jumbo": 1, "largish": 2, "minuscule": 1, "obj": 1, "pint": 1,
-    "pos": 1, "sizeable": 1, "smallish": 1, "undersized": 2, "whopping": 1,
+    "1x": 1, "asap": 1, "bg": 1, "biggish": 2, "bitsy": 1, "bitty": 1, "bung": 1, "chunky": 1,
+    "cyan": 1, "dab": 1, "dainty": 1, "diminutive": 2, "dinky": 1, "garnish": 2, "generously": 1,
+    "gimme": 1, "ginormous": 2, "hefty": 2, "hulking": 1, "humongous": 2, "itsy": 1, "itty": 1,
+    "jumbo": 1, "largish": 2, "lol": 1, "midpoint": 1, "minimalist": 1, "minuscule": 1, "nook": 1,
+    "obj": 1, "outsized": 1, "oversize": 1, "picturing": 1, "pint": 1, "plop": 1, "pls": 1,
+    "pos": 1, "puny": 1, "repro": 1, "sizeable": 1, "smallish": 1, "snug": 2, "squarely": 1,
+    "supersized": 2, "teensy": 1, "teeny": 1, "titchy": 2, "undersized": 2, "viewscreen": 1,
+    "weensy": 2, "weeny": 1, "whacking": 2, "whopping": 1,
 }
 P_CAPITAL = 0.25  # share of wordings with a capital first letter
 P_PERIOD = 0.25  # share of wordings ending in "."
@@ -90,6 +95,9 @@ _SLOT = re.compile(r"\{(\w+)\}")
 _OPTIONAL = re.compile(r"\[([^\]]*)\]")
 _VOWEL_ARTICLE = re.compile(r"\b([Aa]) (?=[aeiouAEIOU])")
 _AN = re.compile(r"\ban\b")
+# a stated slot and the slots that mention it: a frame must mention every stated attribute
+_MENTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (("size", ("np", "size")),
+                                                      ("where", ("where", "place")))
 
 
 # ---------------------------------------------------------------- styles
@@ -101,7 +109,8 @@ class WordingStyle:
     {where} (a prepositional phrase: "in the top left") and {place} (its noun: "top left");
     ``pair_frames`` (two objects) use {l} and {r}, the left and right objects' noun phrases.
     A part in [brackets] is dropped when a slot in it is unstated (size or position None); a frame
-    with an unstated slot outside brackets is not used for that caption.
+    with an unstated slot outside brackets is not used for that caption, nor is one that leaves a
+    stated size or place out ("a {shape} in {color}" for a sized object).
     """
 
     name: str
@@ -289,23 +298,53 @@ def _union(*groups: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(w for g in groups for w in g))
 
 
+def _blind_parts(module_name: str, prefix: str) -> tuple[dict, dict, dict, tuple, tuple]:
+    """(sizes, places, wheres, frames, pair_frames) of one blind-written wording module, whose
+    constants are ``{prefix}_SIZES``, ``_PLACES``, ``_PREPOSITIONS``, ``_FRAMES``, ``_PAIR_FRAMES``."""
+    import importlib
+
+    mod = importlib.import_module(f"flowtok.data.{module_name}")
+    places = getattr(mod, f"{prefix}_PLACES")
+    wheres = _wheres(places, _by_last_word(getattr(mod, f"{prefix}_PREPOSITIONS")))
+    return (getattr(mod, f"{prefix}_SIZES"), places, wheres, getattr(mod, f"{prefix}_FRAMES"),
+            getattr(mod, f"{prefix}_PAIR_FRAMES"))
+
+
+def _training_union(name: str, modules: Sequence[tuple[str, str]]) -> WordingStyle:
+    """TRAIN_STYLE plus the words and frames of blind-written training modules, in order."""
+    parts = [(TRAIN_STYLE.sizes, TRAIN_PLACES, TRAIN_STYLE.wheres, TRAIN_STYLE.frames,
+              TRAIN_STYLE.pair_frames)] + [_blind_parts(m, p) for m, p in modules]
+    return WordingStyle(
+        name=name,
+        sizes={k: _union(*(part[0][k] for part in parts)) for k in SIZES},
+        places={pos: _union(*(part[1][pos] for part in parts)) for pos in POSITIONS},
+        wheres={pos: _union(*(part[2][pos] for part in parts)) for pos in POSITIONS},
+        frames=_union(*(part[3] for part in parts)),
+        pair_frames=_union(*(part[4] for part in parts)),
+    )
+
+
+# blind-written training modules (module, constant prefix): natural English by writers who had
+# not seen any held-out or validation wording set, nor each other's file (benchmarks/RESULTS.md,
+# seventh and eighth passes), so they may share words or frames with those sets by chance, as a
+# user's prompts would
+WIDE_MODULES: tuple[tuple[str, str], ...] = (("shapes_wordings_wide", "WIDE"),)
+WIDER_MODULES: tuple[tuple[str, str], ...] = WIDE_MODULES + (
+    ("shapes_wordings_wide2", "WIDE2"), ("shapes_wordings_wide3", "WIDE3"),
+)
+
+
 @functools.cache  # one object per style: the wording cache keys on the style's identity
 def wide_training_style() -> WordingStyle:
-    """TRAIN_STYLE plus the words and frames of ``shapes_wordings_wide``: natural English written
-    by someone who had not seen any held-out wording set (so it may share words or frames with
-    them by chance, as a user's prompts would; benchmarks/RESULTS.md counts the overlap)."""
-    from flowtok.data import shapes_wordings_wide as wide
+    """TRAIN_STYLE plus ``shapes_wordings_wide`` (one blind writer)."""
+    return _training_union("wide", WIDE_MODULES)
 
-    places = {pos: _union(TRAIN_PLACES[pos], wide.WIDE_PLACES[pos]) for pos in POSITIONS}
-    wide_wheres = _wheres(wide.WIDE_PLACES, _by_last_word(wide.WIDE_PREPOSITIONS))
-    return WordingStyle(
-        name="wide",
-        sizes={k: _union(TRAIN_STYLE.sizes[k], wide.WIDE_SIZES[k]) for k in SIZES},
-        places=places,
-        wheres={pos: _union(TRAIN_STYLE.wheres[pos], wide_wheres[pos]) for pos in POSITIONS},
-        frames=_union(TRAIN_STYLE.frames, wide.WIDE_FRAMES),
-        pair_frames=_union(TRAIN_STYLE.pair_frames, wide.WIDE_PAIR_FRAMES),
-    )
+
+@functools.cache
+def wider_training_style() -> WordingStyle:
+    """The wide style plus ``shapes_wordings_wide2`` and ``_wide3`` (two more blind writers, each
+    blind to the other)."""
+    return _training_union("wider", WIDER_MODULES)
 
 
 @functools.cache
@@ -321,9 +360,23 @@ def heldout3_style() -> WordingStyle:
     )
 
 
+@functools.cache
+def validation_style() -> WordingStyle:
+    """A validation set (``shapes_wordings_val``), written blind to every other wording module:
+    for choosing between models, never trained on, and not one of the held-out sets that
+    report generalisation (choosing on those would tune on them)."""
+    from flowtok.data import shapes_wordings_val as v
+
+    return WordingStyle(
+        name="val", sizes=v.VAL_SIZES, places=v.VAL_PLACES,
+        wheres=_wheres(v.VAL_PLACES, _by_last_word(v.VAL_PREPOSITIONS)),
+        frames=v.VAL_FRAMES, pair_frames=v.VAL_PAIR_FRAMES,
+    )
+
+
 # the training side's styles by their config name (train_flow.caption_style)
 TRAINING_STYLES: dict[str, Callable[[], WordingStyle]] = {
-    "train": lambda: TRAIN_STYLE, "wide": wide_training_style,
+    "train": lambda: TRAIN_STYLE, "wide": wide_training_style, "wider": wider_training_style,
 }
 
 
@@ -392,14 +445,16 @@ def _frames_that_fit(
     if len(specs) not in (1, 2):
         raise ValueError(f"a shapes caption describes one or two objects, not {len(specs)}")
     options = _slot_options(specs, style)
+    short = {s: min(words, key=approx_tokens) for s, words in options.items()}  # once per slot
     out = []
     for frame in style.pair_frames if len(specs) == 2 else style.frames:
         resolved = _resolve(frame, options)
         if resolved is None:
             continue
         slots = tuple(_SLOT.findall(resolved))
-        shortest = _with_articles(
-            resolved.format(**{s: min(options[s], key=approx_tokens) for s in slots}))
+        if any(stated in options and not set(names) & set(slots) for stated, names in _MENTIONS):
+            continue  # the frame would leave a stated size or place out
+        shortest = _with_articles(resolved.format(**{s: short[s] for s in slots}))
         if approx_tokens(shortest) <= MAX_TOKENS:  # piece counts add up
             n = int(np.prod([len(options[s]) for s in slots]))
             out.append((frame, resolved, slots, n, shortest))
