@@ -299,8 +299,9 @@ def _union(*groups: Sequence[str]) -> tuple[str, ...]:
 
 
 def _blind_parts(module_name: str, prefix: str) -> tuple[dict, dict, dict, tuple, tuple]:
-    """(sizes, places, wheres, frames, pair_frames) of one blind-written wording module, whose
-    constants are ``{prefix}_SIZES``, ``_PLACES``, ``_PREPOSITIONS``, ``_FRAMES``, ``_PAIR_FRAMES``."""
+    """(sizes, places, wheres, frames, pair_frames) of one blind-written wording module (training,
+    held-out or validation), whose constants are ``{prefix}_SIZES``, ``_PLACES``,
+    ``_PREPOSITIONS``, ``_FRAMES`` and ``_PAIR_FRAMES``."""
     import importlib
 
     mod = importlib.import_module(f"flowtok.data.{module_name}")
@@ -351,13 +352,7 @@ def wider_training_style() -> WordingStyle:
 def heldout3_style() -> WordingStyle:
     """The third held-out set (``shapes_wordings_heldout3``), written blind to every training
     style: never trained on."""
-    from flowtok.data import shapes_wordings_heldout3 as h3
-
-    return WordingStyle(
-        name="heldout3", sizes=h3.HELDOUT3_SIZES, places=h3.HELDOUT3_PLACES,
-        wheres=_wheres(h3.HELDOUT3_PLACES, _by_last_word(h3.HELDOUT3_PREPOSITIONS)),
-        frames=h3.HELDOUT3_FRAMES, pair_frames=h3.HELDOUT3_PAIR_FRAMES,
-    )
+    return WordingStyle("heldout3", *_blind_parts("shapes_wordings_heldout3", "HELDOUT3"))
 
 
 @functools.cache
@@ -365,13 +360,7 @@ def validation_style() -> WordingStyle:
     """A validation set (``shapes_wordings_val``), written blind to every other wording module:
     for choosing between models, never trained on, and not one of the held-out sets that
     report generalisation (choosing on those would tune on them)."""
-    from flowtok.data import shapes_wordings_val as v
-
-    return WordingStyle(
-        name="val", sizes=v.VAL_SIZES, places=v.VAL_PLACES,
-        wheres=_wheres(v.VAL_PLACES, _by_last_word(v.VAL_PREPOSITIONS)),
-        frames=v.VAL_FRAMES, pair_frames=v.VAL_PAIR_FRAMES,
-    )
+    return WordingStyle("val", *_blind_parts("shapes_wordings_val", "VAL"))
 
 
 # the training side's styles by their config name (train_flow.caption_style)
