@@ -341,6 +341,18 @@ def test_can_word_agrees_with_the_listed_wordings():
     assert W.can_word(spec, W.wide_training_style(), "big orange circle in the top left")
 
 
+def test_can_word_tries_every_word_of_a_slot_not_only_the_first_that_fits():
+    """A slot word that is the start of another ("big", "big big") must not stop the match."""
+    style = W.WordingStyle(name="prefix", sizes={"large": ("big", "big big"), "small": ("wee",)},
+                           places={}, wheres={}, frames=("a {size} {color} {shape}",),
+                           pair_frames=())
+    spec = (ObjectSpec("red", "circle", "large", None),)
+    assert W.can_word(spec, style, "A big red circle.")
+    assert W.can_word(spec, style, "a big big red circle")  # "big" fits first, then fails
+    assert not W.can_word(spec, style, "a big big big red circle")
+    assert not W.can_word(spec, style, "a big red circle now")
+
+
 def test_training_variants_in_the_wide_style_keep_the_scene():
     wide = W.wide_training_style()
     cap = "a small red circle in the top left"
