@@ -486,8 +486,8 @@ def _frame_parts(
 ) -> tuple[tuple[tuple[str, ...], ...], ...]:
     """Per usable frame, its pieces in order, each the strings it may be (one for fixed text,
     the slot's words for a slot), articles written "a". Matched by ``_matches`` instead of a
-    compiled regular expression: a scene of the wider style has ~300 frames with alternations of ~200
-    place phrases, and compiling them cost seconds per scene."""
+    compiled regular expression: a scene of the wider style has ~300 frames with alternations
+    of ~200 place phrases, and compiling them cost seconds per scene."""
     options = _slot_options(specs, style)
     frames = []
     for _, resolved, _, _, _ in _frames_that_fit(specs, style):
