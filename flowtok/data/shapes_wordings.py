@@ -93,7 +93,6 @@ ENUMERATE_LIMIT = 20_000  # a scene's wordings in a style: above this paraphrase
 _PIECE = re.compile(r"\w+|[^\w\s]")
 _SLOT = re.compile(r"\{(\w+)\}")
 _OPTIONAL = re.compile(r"\[([^\]]*)\]")
-_SLOT_SPLIT = re.compile(r"(\{\w+\})")  # keeps the slots between the fixed text
 _VOWEL_ARTICLE = re.compile(r"\b([Aa]) (?=[aeiouAEIOU])")
 _AN = re.compile(r"\ban\b")
 # a stated slot and the slots that mention it: a frame must mention every stated attribute
@@ -492,9 +491,9 @@ def _frame_parts(
     frames = []
     for _, resolved, _, _, _ in _frames_that_fit(specs, style):
         pieces = []
-        for part in _SLOT_SPLIT.split(resolved):
-            if _SLOT.fullmatch(part):
-                pieces.append(tuple(dict.fromkeys(_article_free(o) for o in options[part[1:-1]])))
+        for i, part in enumerate(_SLOT.split(resolved)):  # fixed text, slot name, fixed text...
+            if i % 2:
+                pieces.append(tuple(dict.fromkeys(_article_free(o) for o in options[part])))
             elif part:
                 pieces.append((_article_free(part),))
         frames.append(tuple(pieces))
